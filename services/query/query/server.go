@@ -15,19 +15,22 @@ import (
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/artifactref"
+	"github.com/customs-dev/customs/pkg/backbone"
 )
 
 // Server implements customsv1.ArtifactServiceServer. Errors are mapped to
 // gRPC codes here, at the edge, and nowhere else.
 type Server struct {
 	customsv1.UnimplementedArtifactServiceServer
-	model *ReadModel
-	kv    jetstream.KeyValue
+	model   *ReadModel
+	kv      jetstream.KeyValue
+	reports jetstream.ObjectStore
 }
 
-// NewServer serves reads from model and histories from kv.
-func NewServer(model *ReadModel, kv jetstream.KeyValue) *Server {
-	return &Server{model: model, kv: kv}
+// NewServer serves reads from model, histories from kv, and reports and
+// SBOMs from the reports object store.
+func NewServer(model *ReadModel, kv jetstream.KeyValue, reports jetstream.ObjectStore) *Server {
+	return &Server{model: model, kv: kv, reports: reports}
 }
 
 var _ customsv1.ArtifactServiceServer = (*Server)(nil)
@@ -191,13 +194,8 @@ func (s *Server) GetArtifactHistory(ctx context.Context, req *customsv1.GetArtif
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	rec, err := Record(ctx, s.kv, req.GetDigest())
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil, status.Errorf(codes.NotFound, "no artifact with digest %s", req.GetDigest())
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
-		return nil, status.Error(codes.Unavailable, "projection store did not answer in time")
-	case err != nil:
-		return nil, status.Error(codes.Internal, err.Error())
+	if err != nil {
+		return nil, storeError(err, req.GetDigest())
 	}
 	return &customsv1.GetArtifactHistoryResponse{
 		Digest:    req.GetDigest(),
@@ -208,3 +206,74 @@ func (s *Server) GetArtifactHistory(ctx context.Context, req *customsv1.GetArtif
 
 
 func timestampFromNanos(n int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, n)) }
+
+// GetVulnerabilityReport implements ArtifactService.
+func (s *Server) GetVulnerabilityReport(ctx context.Context, req *customsv1.GetVulnerabilityReportRequest) (*customsv1.GetVulnerabilityReportResponse, error) {
+	if err := artifactref.ValidateDigest(req.GetDigest()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec, err := Record(ctx, s.kv, req.GetDigest())
+	if err != nil {
+		return nil, storeError(err, req.GetDigest())
+	}
+	var scanned *customsv1.ArtifactScanned
+	for _, h := range rec.GetHistory() {
+		if sc := h.GetEvent().GetScanned(); sc != nil {
+			scanned = sc
+		}
+	}
+	if scanned == nil {
+		return nil, status.Errorf(codes.NotFound, "artifact %s has not been scanned yet", req.GetDigest())
+	}
+	report, err := s.object(ctx, backbone.ReportObject(req.GetDigest()))
+	if err != nil {
+		return nil, err
+	}
+	return &customsv1.GetVulnerabilityReportResponse{
+		Digest:     req.GetDigest(),
+		Summary:    scanned.GetSummary(),
+		Findings:   scanned.GetFindings(),
+		ReportJson: report,
+	}, nil
+}
+
+// GetSBOM implements ArtifactService.
+func (s *Server) GetSBOM(ctx context.Context, req *customsv1.GetSBOMRequest) (*customsv1.GetSBOMResponse, error) {
+	if err := artifactref.ValidateDigest(req.GetDigest()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sbom, err := s.object(ctx, backbone.SBOMObject(req.GetDigest()))
+	if err != nil {
+		return nil, err
+	}
+	return &customsv1.GetSBOMResponse{Digest: req.GetDigest(), MediaType: backbone.MediaTypeCycloneDX, Sbom: sbom}, nil
+}
+
+func (s *Server) object(ctx context.Context, name string) ([]byte, error) {
+	if s.reports == nil {
+		return nil, status.Error(codes.Unavailable, "report store is not configured")
+	}
+	b, err := s.reports.GetBytes(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return nil, status.Errorf(codes.NotFound, "no stored %s", name)
+	case err != nil:
+		return nil, storeError(err, name)
+	}
+	return b, nil
+}
+
+// storeError maps a projection or object store error to a gRPC status.
+func storeError(err error, what string) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return status.Errorf(codes.NotFound, "no artifact with digest %s", what)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
+		return status.Error(codes.Unavailable, "projection store did not answer in time")
+	}
+	return status.Error(codes.Internal, err.Error())
+}

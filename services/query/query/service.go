@@ -75,6 +75,10 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 			return nil, err
 		}
 	}
+	reports, err := backbone.EnsureReportStore(ctx, js, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
 	proj := NewProjection(kv, log.With("component", "projection"))
 	cons, err := backbone.NewConsumer(js, backbone.ConsumerConfig{
 		Durable:        ProjectionDurable,
@@ -92,7 +96,7 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(customsv1.ArtifactService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	customsv1.RegisterArtifactServiceServer(gs, NewServer(model, kv))
+	customsv1.RegisterArtifactServiceServer(gs, NewServer(model, kv, reports))
 	reflection.Register(gs)
 	return &Service{cfg: cfg, js: js, log: log, kv: kv, model: model, projection: cons, grpc: gs, health: hs}, nil
 }

@@ -1115,6 +1115,224 @@ func (x *GetArtifactHistoryResponse) GetTruncated() bool {
 	return false
 }
 
+type GetVulnerabilityReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVulnerabilityReportRequest) Reset() {
+	*x = GetVulnerabilityReportRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVulnerabilityReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVulnerabilityReportRequest) ProtoMessage() {}
+
+func (x *GetVulnerabilityReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVulnerabilityReportRequest.ProtoReflect.Descriptor instead.
+func (*GetVulnerabilityReportRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetVulnerabilityReportRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type GetVulnerabilityReportResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Digest   string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Summary  *ScanSummary           `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	Findings []*Finding             `protobuf:"bytes,3,rep,name=findings,proto3" json:"findings,omitempty"`
+	// The full report as `trivy image --format json` writes it.
+	ReportJson    []byte `protobuf:"bytes,4,opt,name=report_json,json=reportJson,proto3" json:"report_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVulnerabilityReportResponse) Reset() {
+	*x = GetVulnerabilityReportResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVulnerabilityReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVulnerabilityReportResponse) ProtoMessage() {}
+
+func (x *GetVulnerabilityReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVulnerabilityReportResponse.ProtoReflect.Descriptor instead.
+func (*GetVulnerabilityReportResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetVulnerabilityReportResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *GetVulnerabilityReportResponse) GetSummary() *ScanSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *GetVulnerabilityReportResponse) GetFindings() []*Finding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *GetVulnerabilityReportResponse) GetReportJson() []byte {
+	if x != nil {
+		return x.ReportJson
+	}
+	return nil
+}
+
+type GetSBOMRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSBOMRequest) Reset() {
+	*x = GetSBOMRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSBOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSBOMRequest) ProtoMessage() {}
+
+func (x *GetSBOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSBOMRequest.ProtoReflect.Descriptor instead.
+func (*GetSBOMRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetSBOMRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type GetSBOMResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// "application/vnd.cyclonedx+json".
+	MediaType     string `protobuf:"bytes,2,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
+	Sbom          []byte `protobuf:"bytes,3,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSBOMResponse) Reset() {
+	*x = GetSBOMResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSBOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSBOMResponse) ProtoMessage() {}
+
+func (x *GetSBOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSBOMResponse.ProtoReflect.Descriptor instead.
+func (*GetSBOMResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetSBOMResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *GetSBOMResponse) GetMediaType() string {
+	if x != nil {
+		return x.MediaType
+	}
+	return ""
+}
+
+func (x *GetSBOMResponse) GetSbom() []byte {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
 // ArtifactRecord is the storage form of one digest in the projection's KV
 // bucket. It is not part of the API, but keeping it here gives it a stable,
 // versioned wire format.
@@ -1129,7 +1347,7 @@ type ArtifactRecord struct {
 
 func (x *ArtifactRecord) Reset() {
 	*x = ArtifactRecord{}
-	mi := &file_customs_v1_artifact_service_proto_msgTypes[13]
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1359,7 @@ func (x *ArtifactRecord) String() string {
 func (*ArtifactRecord) ProtoMessage() {}
 
 func (x *ArtifactRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_customs_v1_artifact_service_proto_msgTypes[13]
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1372,7 @@ func (x *ArtifactRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactRecord.ProtoReflect.Descriptor instead.
 func (*ArtifactRecord) Descriptor() ([]byte, []int) {
-	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{13}
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ArtifactRecord) GetArtifact() *Artifact {
@@ -1267,7 +1485,22 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x1aGetArtifactHistoryResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x122\n" +
 	"\aentries\x18\x02 \x03(\v2\x18.customs.v1.HistoryEntryR\aentries\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\xa3\x01\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"7\n" +
+	"\x1dGetVulnerabilityReportRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\xbd\x01\n" +
+	"\x1eGetVulnerabilityReportResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x121\n" +
+	"\asummary\x18\x02 \x01(\v2\x17.customs.v1.ScanSummaryR\asummary\x12/\n" +
+	"\bfindings\x18\x03 \x03(\v2\x13.customs.v1.FindingR\bfindings\x12\x1f\n" +
+	"\vreport_json\x18\x04 \x01(\fR\n" +
+	"reportJson\"(\n" +
+	"\x0eGetSBOMRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\\\n" +
+	"\x0fGetSBOMResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"media_type\x18\x02 \x01(\tR\tmediaType\x12\x12\n" +
+	"\x04sbom\x18\x03 \x01(\fR\x04sbom\"\xa3\x01\n" +
 	"\x0eArtifactRecord\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.customs.v1.ArtifactR\bartifact\x122\n" +
 	"\ahistory\x18\x02 \x03(\v2\x18.customs.v1.HistoryEntryR\ahistory\x12+\n" +
@@ -1290,12 +1523,14 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x16TAG_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TAG_ACTION_ASSIGNED\x10\x01\x12\x17\n" +
 	"\x13TAG_ACTION_MOVED_IN\x10\x02\x12\x19\n" +
-	"\x15TAG_ACTION_MOVED_AWAY\x10\x032\xf7\x02\n" +
+	"\x15TAG_ACTION_MOVED_AWAY\x10\x032\xac\x04\n" +
 	"\x0fArtifactService\x12N\n" +
 	"\vGetArtifact\x12\x1e.customs.v1.GetArtifactRequest\x1a\x1f.customs.v1.GetArtifactResponse\x12T\n" +
 	"\rListArtifacts\x12 .customs.v1.ListArtifactsRequest\x1a!.customs.v1.ListArtifactsResponse\x12Y\n" +
 	"\x0eWatchArtifacts\x12!.customs.v1.WatchArtifactsRequest\x1a\".customs.v1.WatchArtifactsResponse0\x01\x12c\n" +
-	"\x12GetArtifactHistory\x12%.customs.v1.GetArtifactHistoryRequest\x1a&.customs.v1.GetArtifactHistoryResponseB\xab\x01\n" +
+	"\x12GetArtifactHistory\x12%.customs.v1.GetArtifactHistoryRequest\x1a&.customs.v1.GetArtifactHistoryResponse\x12o\n" +
+	"\x16GetVulnerabilityReport\x12).customs.v1.GetVulnerabilityReportRequest\x1a*.customs.v1.GetVulnerabilityReportResponse\x12B\n" +
+	"\aGetSBOM\x12\x1a.customs.v1.GetSBOMRequest\x1a\x1b.customs.v1.GetSBOMResponseB\xab\x01\n" +
 	"\x0ecom.customs.v1B\x14ArtifactServiceProtoP\x01Z:github.com/customs-dev/customs/gen/go/customs/v1;customsv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Customs.V1\xca\x02\n" +
 	"Customs\\V1\xe2\x02\x16Customs\\V1\\GPBMetadata\xea\x02\vCustoms::V1b\x06proto3"
@@ -1313,70 +1548,81 @@ func file_customs_v1_artifact_service_proto_rawDescGZIP() []byte {
 }
 
 var file_customs_v1_artifact_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_customs_v1_artifact_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_customs_v1_artifact_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_customs_v1_artifact_service_proto_goTypes = []any{
-	(ArtifactState)(0),                 // 0: customs.v1.ArtifactState
-	(StageStatus)(0),                   // 1: customs.v1.StageStatus
-	(TagAction)(0),                     // 2: customs.v1.TagAction
-	(*StageState)(nil),                 // 3: customs.v1.StageState
-	(*Location)(nil),                   // 4: customs.v1.Location
-	(*TagHistoryEntry)(nil),            // 5: customs.v1.TagHistoryEntry
-	(*Artifact)(nil),                   // 6: customs.v1.Artifact
-	(*HistoryEntry)(nil),               // 7: customs.v1.HistoryEntry
-	(*GetArtifactRequest)(nil),         // 8: customs.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),        // 9: customs.v1.GetArtifactResponse
-	(*ListArtifactsRequest)(nil),       // 10: customs.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),      // 11: customs.v1.ListArtifactsResponse
-	(*WatchArtifactsRequest)(nil),      // 12: customs.v1.WatchArtifactsRequest
-	(*WatchArtifactsResponse)(nil),     // 13: customs.v1.WatchArtifactsResponse
-	(*GetArtifactHistoryRequest)(nil),  // 14: customs.v1.GetArtifactHistoryRequest
-	(*GetArtifactHistoryResponse)(nil), // 15: customs.v1.GetArtifactHistoryResponse
-	(*ArtifactRecord)(nil),             // 16: customs.v1.ArtifactRecord
-	(Stage)(0),                         // 17: customs.v1.Stage
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*Provenance)(nil),                 // 19: customs.v1.Provenance
-	(*ScanSummary)(nil),                // 20: customs.v1.ScanSummary
-	(*ArtifactSigned)(nil),             // 21: customs.v1.ArtifactSigned
-	(*ArtifactPromoted)(nil),           // 22: customs.v1.ArtifactPromoted
-	(*Event)(nil),                      // 23: customs.v1.Event
+	(ArtifactState)(0),                     // 0: customs.v1.ArtifactState
+	(StageStatus)(0),                       // 1: customs.v1.StageStatus
+	(TagAction)(0),                         // 2: customs.v1.TagAction
+	(*StageState)(nil),                     // 3: customs.v1.StageState
+	(*Location)(nil),                       // 4: customs.v1.Location
+	(*TagHistoryEntry)(nil),                // 5: customs.v1.TagHistoryEntry
+	(*Artifact)(nil),                       // 6: customs.v1.Artifact
+	(*HistoryEntry)(nil),                   // 7: customs.v1.HistoryEntry
+	(*GetArtifactRequest)(nil),             // 8: customs.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),            // 9: customs.v1.GetArtifactResponse
+	(*ListArtifactsRequest)(nil),           // 10: customs.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),          // 11: customs.v1.ListArtifactsResponse
+	(*WatchArtifactsRequest)(nil),          // 12: customs.v1.WatchArtifactsRequest
+	(*WatchArtifactsResponse)(nil),         // 13: customs.v1.WatchArtifactsResponse
+	(*GetArtifactHistoryRequest)(nil),      // 14: customs.v1.GetArtifactHistoryRequest
+	(*GetArtifactHistoryResponse)(nil),     // 15: customs.v1.GetArtifactHistoryResponse
+	(*GetVulnerabilityReportRequest)(nil),  // 16: customs.v1.GetVulnerabilityReportRequest
+	(*GetVulnerabilityReportResponse)(nil), // 17: customs.v1.GetVulnerabilityReportResponse
+	(*GetSBOMRequest)(nil),                 // 18: customs.v1.GetSBOMRequest
+	(*GetSBOMResponse)(nil),                // 19: customs.v1.GetSBOMResponse
+	(*ArtifactRecord)(nil),                 // 20: customs.v1.ArtifactRecord
+	(Stage)(0),                             // 21: customs.v1.Stage
+	(*timestamppb.Timestamp)(nil),          // 22: google.protobuf.Timestamp
+	(*Provenance)(nil),                     // 23: customs.v1.Provenance
+	(*ScanSummary)(nil),                    // 24: customs.v1.ScanSummary
+	(*ArtifactSigned)(nil),                 // 25: customs.v1.ArtifactSigned
+	(*ArtifactPromoted)(nil),               // 26: customs.v1.ArtifactPromoted
+	(*Event)(nil),                          // 27: customs.v1.Event
+	(*Finding)(nil),                        // 28: customs.v1.Finding
 }
 var file_customs_v1_artifact_service_proto_depIdxs = []int32{
-	17, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
+	21, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
 	1,  // 1: customs.v1.StageState.status:type_name -> customs.v1.StageStatus
-	18, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: customs.v1.TagHistoryEntry.action:type_name -> customs.v1.TagAction
-	18, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	22, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
 	4,  // 5: customs.v1.Artifact.locations:type_name -> customs.v1.Location
 	0,  // 6: customs.v1.Artifact.state:type_name -> customs.v1.ArtifactState
 	3,  // 7: customs.v1.Artifact.stages:type_name -> customs.v1.StageState
 	5,  // 8: customs.v1.Artifact.tag_history:type_name -> customs.v1.TagHistoryEntry
-	18, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
-	18, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
-	19, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
-	20, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
-	21, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
-	22, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
-	23, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
+	22, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
+	22, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
+	24, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
+	25, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
+	26, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
+	27, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
 	6,  // 16: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
 	0,  // 17: customs.v1.ListArtifactsRequest.state:type_name -> customs.v1.ArtifactState
 	6,  // 18: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
 	6,  // 19: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
 	7,  // 20: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
-	6,  // 21: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
-	7,  // 22: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
-	8,  // 23: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
-	10, // 24: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
-	12, // 25: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
-	14, // 26: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
-	9,  // 27: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
-	11, // 28: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
-	13, // 29: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
-	15, // 30: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
-	27, // [27:31] is the sub-list for method output_type
-	23, // [23:27] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	24, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
+	28, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
+	6,  // 23: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
+	7,  // 24: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
+	8,  // 25: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
+	10, // 26: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
+	12, // 27: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
+	14, // 28: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
+	16, // 29: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
+	18, // 30: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
+	9,  // 31: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
+	11, // 32: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
+	13, // 33: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
+	15, // 34: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
+	17, // 35: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
+	19, // 36: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
+	31, // [31:37] is the sub-list for method output_type
+	25, // [25:31] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_customs_v1_artifact_service_proto_init() }
@@ -1396,7 +1642,7 @@ func file_customs_v1_artifact_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_customs_v1_artifact_service_proto_rawDesc), len(file_customs_v1_artifact_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

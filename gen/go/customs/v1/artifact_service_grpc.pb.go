@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ArtifactService_GetArtifact_FullMethodName        = "/customs.v1.ArtifactService/GetArtifact"
-	ArtifactService_ListArtifacts_FullMethodName      = "/customs.v1.ArtifactService/ListArtifacts"
-	ArtifactService_WatchArtifacts_FullMethodName     = "/customs.v1.ArtifactService/WatchArtifacts"
-	ArtifactService_GetArtifactHistory_FullMethodName = "/customs.v1.ArtifactService/GetArtifactHistory"
+	ArtifactService_GetArtifact_FullMethodName            = "/customs.v1.ArtifactService/GetArtifact"
+	ArtifactService_ListArtifacts_FullMethodName          = "/customs.v1.ArtifactService/ListArtifacts"
+	ArtifactService_WatchArtifacts_FullMethodName         = "/customs.v1.ArtifactService/WatchArtifacts"
+	ArtifactService_GetArtifactHistory_FullMethodName     = "/customs.v1.ArtifactService/GetArtifactHistory"
+	ArtifactService_GetVulnerabilityReport_FullMethodName = "/customs.v1.ArtifactService/GetVulnerabilityReport"
+	ArtifactService_GetSBOM_FullMethodName                = "/customs.v1.ArtifactService/GetSBOM"
 )
 
 // ArtifactServiceClient is the client API for ArtifactService service.
@@ -40,6 +42,11 @@ type ArtifactServiceClient interface {
 	WatchArtifacts(ctx context.Context, in *WatchArtifactsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchArtifactsResponse], error)
 	// GetArtifactHistory returns the events for one digest in stream order.
 	GetArtifactHistory(ctx context.Context, in *GetArtifactHistoryRequest, opts ...grpc.CallOption) (*GetArtifactHistoryResponse, error)
+	// GetVulnerabilityReport returns the latest scan of a digest: the summary,
+	// the findings and the full Trivy JSON report.
+	GetVulnerabilityReport(ctx context.Context, in *GetVulnerabilityReportRequest, opts ...grpc.CallOption) (*GetVulnerabilityReportResponse, error)
+	// GetSBOM returns the CycloneDX SBOM of the latest scan of a digest.
+	GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error)
 }
 
 type artifactServiceClient struct {
@@ -99,6 +106,26 @@ func (c *artifactServiceClient) GetArtifactHistory(ctx context.Context, in *GetA
 	return out, nil
 }
 
+func (c *artifactServiceClient) GetVulnerabilityReport(ctx context.Context, in *GetVulnerabilityReportRequest, opts ...grpc.CallOption) (*GetVulnerabilityReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVulnerabilityReportResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_GetVulnerabilityReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *artifactServiceClient) GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSBOMResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_GetSBOM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ArtifactServiceServer is the server API for ArtifactService service.
 // All implementations must embed UnimplementedArtifactServiceServer
 // for forward compatibility.
@@ -114,6 +141,11 @@ type ArtifactServiceServer interface {
 	WatchArtifacts(*WatchArtifactsRequest, grpc.ServerStreamingServer[WatchArtifactsResponse]) error
 	// GetArtifactHistory returns the events for one digest in stream order.
 	GetArtifactHistory(context.Context, *GetArtifactHistoryRequest) (*GetArtifactHistoryResponse, error)
+	// GetVulnerabilityReport returns the latest scan of a digest: the summary,
+	// the findings and the full Trivy JSON report.
+	GetVulnerabilityReport(context.Context, *GetVulnerabilityReportRequest) (*GetVulnerabilityReportResponse, error)
+	// GetSBOM returns the CycloneDX SBOM of the latest scan of a digest.
+	GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error)
 	mustEmbedUnimplementedArtifactServiceServer()
 }
 
@@ -135,6 +167,12 @@ func (UnimplementedArtifactServiceServer) WatchArtifacts(*WatchArtifactsRequest,
 }
 func (UnimplementedArtifactServiceServer) GetArtifactHistory(context.Context, *GetArtifactHistoryRequest) (*GetArtifactHistoryResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetArtifactHistory not implemented")
+}
+func (UnimplementedArtifactServiceServer) GetVulnerabilityReport(context.Context, *GetVulnerabilityReportRequest) (*GetVulnerabilityReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetVulnerabilityReport not implemented")
+}
+func (UnimplementedArtifactServiceServer) GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetSBOM not implemented")
 }
 func (UnimplementedArtifactServiceServer) mustEmbedUnimplementedArtifactServiceServer() {}
 func (UnimplementedArtifactServiceServer) testEmbeddedByValue()                         {}
@@ -222,6 +260,42 @@ func _ArtifactService_GetArtifactHistory_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ArtifactService_GetVulnerabilityReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVulnerabilityReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).GetVulnerabilityReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_GetVulnerabilityReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).GetVulnerabilityReport(ctx, req.(*GetVulnerabilityReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArtifactService_GetSBOM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSBOMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).GetSBOM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_GetSBOM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).GetSBOM(ctx, req.(*GetSBOMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ArtifactService_ServiceDesc is the grpc.ServiceDesc for ArtifactService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +314,14 @@ var ArtifactService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetArtifactHistory",
 			Handler:    _ArtifactService_GetArtifactHistory_Handler,
+		},
+		{
+			MethodName: "GetVulnerabilityReport",
+			Handler:    _ArtifactService_GetVulnerabilityReport_Handler,
+		},
+		{
+			MethodName: "GetSBOM",
+			Handler:    _ArtifactService_GetSBOM_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
