@@ -68,3 +68,16 @@ lint: tools ## buf lint and go vet
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@set -e; for m in $(MODULES); do (cd $$m && for p in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do echo "fuzz $$p $$f"; $(GO) test -run=^$$ -fuzz=^$$f$$ -fuzztime=$${FUZZTIME:-20s} $$p; done; done); done
+
+# The stock trivy CLI at the version the scanner links, built from the module
+# cache with the scanner's build list (so it shares the build cache).
+$(BIN)/trivy:
+	@mkdir -p $(BIN)
+	cd services/scanner && CGO_ENABLED=0 $(GO) build -o $(BIN)/trivy github.com/aquasecurity/trivy/cmd/trivy
+
+.PHONY: trivy-cli
+trivy-cli: $(BIN)/trivy ## build the stock trivy CLI (used by the scanner's CLI comparison test and benchmark)
+
+.PHONY: bench-scanner
+bench-scanner: $(BIN)/trivy ## scanner images/min, warm and cold, against the trivy CLI run per image (docs/benchmarks.md)
+	cd services/scanner && CUSTOMS_TRIVY_CLI=$(BIN)/trivy $(GO) test -run '^$$' -bench 'Benchmark(Scanner|TrivyCLI)' -benchtime $${BENCHTIME:-100x} -timeout 60m ./scanner

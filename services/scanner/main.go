@@ -1,0 +1,67 @@
+// Command scanner scans pushed images with the Trivy library and publishes
+// artifact.scanned. Run any number of them: they share one durable consumer.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/services/scanner/scanner"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "scanner:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		conn    backbone.ConnConfig
+		streams backbone.StreamConfig
+		cfg     scanner.ServiceConfig
+	)
+	fs := flag.NewFlagSet("scanner", flag.ExitOnError)
+	conn.RegisterFlags(fs)
+	streams.RegisterFlags(fs)
+	cfg.RegisterFlags(fs)
+	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
+	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
+	_ = fs.Parse(os.Args[1:])
+
+	log, err := telemetry.NewLogger(*logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs-scanner"})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+
+	conn.Name = "customs-scanner"
+	nc, err := backbone.Connect(ctx, conn, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
+		return err
+	}
+	cfg.Replicas = streams.Replicas
+	svc, err := scanner.NewService(ctx, cfg, nc.JS, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
