@@ -73,7 +73,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 # cache with the scanner's build list (so it shares the build cache).
 $(BIN)/trivy:
 	@mkdir -p $(BIN)
-	cd services/scanner && CGO_ENABLED=0 $(GO) build -o $(BIN)/trivy github.com/aquasecurity/trivy/cmd/trivy
+	cd services/scanner && $(GO) build -o $(BIN)/trivy github.com/aquasecurity/trivy/cmd/trivy
 
 .PHONY: trivy-cli
 trivy-cli: $(BIN)/trivy ## build the stock trivy CLI (used by the scanner's CLI comparison test and benchmark)

@@ -44,7 +44,7 @@ var buildTrivy = sync.OnceValues(func() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/aquasecurity/trivy/cmd/trivy")
-	cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()

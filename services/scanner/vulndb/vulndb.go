@@ -128,9 +128,9 @@ func (a *Advisories) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Build writes trivy.db and metadata.json for a into dir, using trivy-db's
-// own writer. trivy-db's handle is process-wide, so Build waits for scans
-// in this process and reopens the DB that was open before.
+// Build writes trivy.db and metadata.json for a into dir with trivy-db's
+// own writers. It opens its own bolt file rather than going through
+// trivy-db's process-wide handle, so it can run while this process scans.
 func Build(dir string, a *Advisories) (metadata.Metadata, error) {
 	if err := a.Validate(); err != nil {
 		return metadata.Metadata{}, err
@@ -139,24 +139,8 @@ func Build(dir string, a *Advisories) (metadata.Metadata, error) {
 		return metadata.Metadata{}, fmt.Errorf("build DB: %w", err)
 	}
 	_ = os.Remove(db.Path(dir))
-
-	handle.mu.Lock()
-	defer handle.mu.Unlock()
-	prev := handle.dir
-	if prev != "" {
-		if err := db.Close(); err != nil {
-			return metadata.Metadata{}, fmt.Errorf("build DB: close open DB: %w", err)
-		}
-		handle.dir = ""
-	}
-	buildErr := write(dir, a)
-	if prev != "" {
-		if err := openLocked(prev); err != nil {
-			return metadata.Metadata{}, errors.Join(buildErr, err)
-		}
-	}
-	if buildErr != nil {
-		return metadata.Metadata{}, buildErr
+	if err := write(db.Path(dir), a); err != nil {
+		return metadata.Metadata{}, err
 	}
 	meta := metadata.Metadata{
 		Version:    db.SchemaVersion,
@@ -169,17 +153,18 @@ func Build(dir string, a *Advisories) (metadata.Metadata, error) {
 	return meta, nil
 }
 
-func write(dir string, a *Advisories) (err error) {
-	if err := db.Init(dir, db.WithBoltOptions(&bolt.Options{Timeout: time.Second})); err != nil {
+func write(path string, a *Advisories) (err error) {
+	bdb, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: time.Second})
+	if err != nil {
 		return fmt.Errorf("build DB: %w", err)
 	}
 	defer func() {
-		if cerr := db.Close(); cerr != nil && err == nil {
+		if cerr := bdb.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("build DB: %w", cerr)
 		}
 	}()
 	dbc := db.Config{}
-	return dbc.BatchUpdate(func(tx *bolt.Tx) error {
+	return bdb.Update(func(tx *bolt.Tx) error {
 		for _, s := range a.Sources {
 			if err := dbc.PutDataSource(tx, s.Bucket, dbtypes.DataSource{ID: dbtypes.SourceID(s.ID), Name: s.Name, URL: s.URL}); err != nil {
 				return fmt.Errorf("put data source %s: %w", s.Bucket, err)
