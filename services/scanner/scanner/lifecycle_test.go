@@ -170,4 +170,3 @@ func TestSlowScanIsNotRedelivered(t *testing.T) {
 		t.Errorf("slow scan delivered %d times and scanned %d times, want once", ci.Delivered.Consumer, svc.Scans())
 	}
 }
-
