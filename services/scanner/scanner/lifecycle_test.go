@@ -170,3 +170,22 @@ func TestSlowScanIsNotRedelivered(t *testing.T) {
 		t.Errorf("slow scan delivered %d times and scanned %d times, want once", ci.Delivered.Consumer, svc.Scans())
 	}
 }
+
+func TestScanTimeoutPublishesFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := newGateProxy(t, e.registry) // holds the pull until the test ends
+	cfg := e.config(gate.host)
+	cfg.ScanTimeout = 500 * time.Millisecond
+	cfg.MaxDeliver = 1
+	e.start(cfg, e.conn.JS, testkit.Logger(t))
+	img, err := fixtures.Alpine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pushed(e.push(gate.host, img, "fixtures/alpine", "v1"))
+	got := e.results(1, time.Minute)
+	if f := got[0].GetFailed(); f == nil || !strings.Contains(f.GetReason(), "scan timed out after 500ms") {
+		t.Fatalf("want artifact.failed for the timeout, got %v", got[0])
+	}
+}
