@@ -163,34 +163,43 @@ func write(path string, a *Advisories) (err error) {
 			err = fmt.Errorf("build DB: %w", cerr)
 		}
 	}()
+	// One transaction per record: bbolt spills the buckets a transaction
+	// touched in map order, so a transaction that touches one bucket path
+	// lays out pages the same way every time, and the same advisories give
+	// the same DB bytes (and the same artifact digest).
+	bdb.NoSync = true
 	dbc := db.Config{}
-	return bdb.Update(func(tx *bolt.Tx) error {
-		for _, s := range a.Sources {
-			if err := dbc.PutDataSource(tx, s.Bucket, dbtypes.DataSource{ID: dbtypes.SourceID(s.ID), Name: s.Name, URL: s.URL}); err != nil {
-				return fmt.Errorf("put data source %s: %w", s.Bucket, err)
-			}
+	for _, s := range a.Sources {
+		if err := bdb.Update(func(tx *bolt.Tx) error {
+			return dbc.PutDataSource(tx, s.Bucket, dbtypes.DataSource{ID: dbtypes.SourceID(s.ID), Name: s.Name, URL: s.URL})
+		}); err != nil {
+			return fmt.Errorf("put data source %s: %w", s.Bucket, err)
 		}
-		for _, v := range a.Vulnerabilities {
-			vendor := dbtypes.VendorSeverity{}
-			for src, sev := range v.Severity {
-				s, _ := dbtypes.NewSeverity(strings.ToUpper(sev))
-				vendor[dbtypes.SourceID(src)] = s
-			}
-			if err := dbc.PutVulnerability(tx, v.ID, dbtypes.Vulnerability{Title: v.Title, VendorSeverity: vendor}); err != nil {
-				return fmt.Errorf("put vulnerability %s: %w", v.ID, err)
-			}
-			if err := dbc.PutVulnerabilityID(tx, v.ID); err != nil {
-				return fmt.Errorf("put vulnerability id %s: %w", v.ID, err)
-			}
+	}
+	for _, v := range a.Vulnerabilities {
+		vendor := dbtypes.VendorSeverity{}
+		for src, sev := range v.Severity {
+			s, _ := dbtypes.NewSeverity(strings.ToUpper(sev))
+			vendor[dbtypes.SourceID(src)] = s
 		}
-		for _, adv := range a.Advisories {
-			advisory := dbtypes.Advisory{FixedVersion: adv.Fixed, VulnerableVersions: adv.Vulnerable, PatchedVersions: adv.Patched}
-			if err := dbc.PutAdvisory(tx, []string{adv.Bucket, adv.Package}, adv.ID, advisory); err != nil {
-				return fmt.Errorf("put advisory %s %s: %w", adv.Package, adv.ID, err)
-			}
+		if err := bdb.Update(func(tx *bolt.Tx) error {
+			return dbc.PutVulnerability(tx, v.ID, dbtypes.Vulnerability{Title: v.Title, VendorSeverity: vendor})
+		}); err != nil {
+			return fmt.Errorf("put vulnerability %s: %w", v.ID, err)
 		}
-		return nil
-	})
+		if err := bdb.Update(func(tx *bolt.Tx) error { return dbc.PutVulnerabilityID(tx, v.ID) }); err != nil {
+			return fmt.Errorf("put vulnerability id %s: %w", v.ID, err)
+		}
+	}
+	for _, adv := range a.Advisories {
+		advisory := dbtypes.Advisory{FixedVersion: adv.Fixed, VulnerableVersions: adv.Vulnerable, PatchedVersions: adv.Patched}
+		if err := bdb.Update(func(tx *bolt.Tx) error {
+			return dbc.PutAdvisory(tx, []string{adv.Bucket, adv.Package}, adv.ID, advisory)
+		}); err != nil {
+			return fmt.Errorf("put advisory %s %s: %w", adv.Package, adv.ID, err)
+		}
+	}
+	return bdb.Sync()
 }
 
 // Archive packs trivy.db and metadata.json from dir into the tar.gz that
