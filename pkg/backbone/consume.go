@@ -150,13 +150,27 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 // Run consumes until ctx is done. Messages in flight finish before it
 // returns.
 func (c *Consumer) Run(ctx context.Context) error {
-	cons, err := c.Ensure(ctx)
-	if err != nil {
-		return err
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
+	var iter jetstream.MessagesContext
+	// NATS may be briefly unreachable at start-up (a cluster electing a
+	// leader, say): keep trying rather than fail the service.
+	for attempt := uint64(1); ; attempt++ {
+		cons, err := c.Ensure(ctx)
+		if err == nil {
+			iter, err = cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)))
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := c.cfg.Backoff(attempt)
+		c.cfg.Logger.Warn("consumer not ready; retrying", "consumer", c.cfg.Durable, "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
 	}
 	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()

@@ -78,7 +78,9 @@ func NewServer(cfg Config, pub Publisher, receivers ...Receiver) (*Server, error
 		path := "/webhooks/" + rc.Name()
 		s.mux.Handle("POST "+path, s.webhook(rc))
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s, nil
 }

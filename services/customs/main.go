@@ -1,0 +1,185 @@
+// Command customs runs the whole of Customs in one process: an embedded
+// NATS server with JetStream, a development registry (CNCF Distribution)
+// whose notifications go to ingest, and every service. It is what `make run`
+// starts.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/devregistry"
+	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/services/ingest/ingest"
+	"github.com/customs-dev/customs/services/query/query"
+)
+
+type config struct {
+	dataDir          string
+	registryListen   string
+	registryDisabled bool
+	registryLogLevel string
+	logFormat        string
+	logLevel         string
+	conn             backbone.ConnConfig
+	streams          backbone.StreamConfig
+	ingest           ingest.ServiceConfig
+	query            query.ServiceConfig
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "customs:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg config
+	flags := flag.NewFlagSet("customs", flag.ExitOnError)
+	flags.StringVar(&cfg.dataDir, "data-dir", lifecycle.EnvOr("CUSTOMS_DATA_DIR", ".customs-data"), "where NATS, the dev registry and generated secrets keep their data (env CUSTOMS_DATA_DIR)")
+	flags.StringVar(&cfg.registryListen, "registry-listen", lifecycle.EnvOr("CUSTOMS_REGISTRY_LISTEN", "127.0.0.1:5000"), "development registry listen address (env CUSTOMS_REGISTRY_LISTEN)")
+	flags.BoolVar(&cfg.registryDisabled, "no-registry", lifecycle.EnvBool("CUSTOMS_NO_REGISTRY", false), "do not start the development registry (env CUSTOMS_NO_REGISTRY)")
+	flags.StringVar(&cfg.registryLogLevel, "registry-log-level", lifecycle.EnvOr("CUSTOMS_REGISTRY_LOG_LEVEL", "fatal"), "development registry log level: debug, info, warn, error or fatal (env CUSTOMS_REGISTRY_LOG_LEVEL)")
+	flags.StringVar(&cfg.logFormat, "log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
+	flags.StringVar(&cfg.logLevel, "log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
+	cfg.conn.RegisterFlags(flags)
+	cfg.streams.RegisterFlags(flags)
+	cfg.ingest.RegisterFlags(flags)
+	cfg.query.RegisterFlags(flags)
+	_ = flags.Parse(os.Args[1:])
+	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
+		cfg.conn.DataDir = filepath.Join(cfg.dataDir, "nats")
+	}
+
+	log, err := telemetry.NewLogger(cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs"})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+
+	if cfg.ingest.DistributionToken == "" && cfg.ingest.DistributionTokenFile == "" && os.Getenv("CUSTOMS_DISTRIBUTION_TOKEN") == "" {
+		// Zero-config: the dev registry and ingest share a generated token.
+		tokenFile := filepath.Join(cfg.dataDir, "distribution-token")
+		if cfg.ingest.DistributionToken, err = loadOrCreateSecret(tokenFile); err != nil {
+			return err
+		}
+	}
+
+	cfg.conn.Name = "customs"
+	nc, err := backbone.Connect(ctx, cfg.conn, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := backbone.EnsureStreams(ctx, nc.JS, cfg.streams); err != nil {
+		return err
+	}
+	return serve(ctx, cfg, nc, log)
+}
+
+func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
+	ingestSrv, err := ingest.NewService(cfg.ingest, backbone.NewPublisher(nc.JS), nc.Ready, log.With("service", "ingest"))
+	if err != nil {
+		return err
+	}
+	cfg.query.Replicas = cfg.streams.Replicas
+	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	if err != nil {
+		return err
+	}
+	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
+	if err != nil {
+		return fmt.Errorf("ingest listen: %w", err)
+	}
+	queryLn, err := net.Listen("tcp", cfg.query.Listen)
+	if err != nil {
+		return fmt.Errorf("query listen: %w", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return lifecycle.ServeHTTP(ctx, ingestLn, ingestSrv.Handler(), log) })
+	g.Go(func() error { return querySvc.Run(ctx, queryLn) })
+	if !cfg.registryDisabled {
+		regLn, err := net.Listen("tcp", cfg.registryListen)
+		if err != nil {
+			return fmt.Errorf("registry listen: %w", err)
+		}
+		reg, err := devregistry.New(ctx, devregistry.Config{
+			StorageDir:   filepath.Join(cfg.dataDir, "registry"),
+			WebhookURL:   "http://" + ingestLn.Addr().String() + "/webhooks/distribution",
+			WebhookToken: cfg.ingest.DistributionToken,
+			LogLevel:     cfg.registryLogLevel,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return lifecycle.ServeHTTP(ctx, regLn, reg, log) })
+		log.Info("development registry listening", "addr", regLn.Addr().String(), "push_example", "crane copy <image> "+regLn.Addr().String()+"/team/app:v1.2.3")
+	}
+	log.Info("customs is running",
+		"ingest", "http://"+ingestLn.Addr().String()+"/webhooks/distribution",
+		"grpc", queryLn.Addr().String(),
+		"nats", natsURL(nc))
+	return g.Wait()
+}
+
+func natsURL(nc *backbone.Conn) string {
+	if nc.Embedded != nil {
+		return nc.Embedded.ClientURL()
+	}
+	return nc.NC.ConnectedUrlRedacted()
+}
+
+// loadOrCreateSecret reads a secret from path, or creates a random one there
+// readable only by the owner.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > 0 {
+		return string(b), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return secret, nil
+}
+
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
