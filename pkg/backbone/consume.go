@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -296,7 +297,9 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	dl := nats.NewMsg(SubjectDeadLetterPrefix + c.cfg.Durable)
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
-		if k != HeaderMsgID {
+		// Nats-* headers are publish instructions for the original stream
+		// (msg id, expected stream) and would make this publish fail.
+		if !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
 		}
 	}

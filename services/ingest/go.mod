@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/customs-dev/customs/gen/go v0.0.0
 	github.com/customs-dev/customs/pkg v0.0.0
+	github.com/google/go-cmp v0.7.0
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0
 	go.opentelemetry.io/otel/trace v1.47.0
 	google.golang.org/protobuf v1.36.12
