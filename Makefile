@@ -68,3 +68,12 @@ lint: tools ## buf lint and go vet
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@set -e; for m in $(MODULES); do (cd $$m && for p in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do echo "fuzz $$p $$f"; $(GO) test -run=^$$ -fuzz=^$$f$$ -fuzztime=$${FUZZTIME:-20s} $$p; done; done); done
+
+NATSCLI_VERSION := v0.5.0
+
+$(BIN)/nats:
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+.PHONY: bench
+bench: $(BIN)/nats ## loopback benchmark of ingest, query and raw JetStream (prints a Markdown table)
+	cd tests/integration && $(GO) run ./cmd/customs-bench -nats-bench $(BIN)/nats $(BENCH_ARGS)

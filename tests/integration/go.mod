@@ -8,6 +8,7 @@ require (
 	github.com/customs-dev/customs/services/ingest v0.0.0
 	github.com/customs-dev/customs/services/query v0.0.0
 	github.com/google/go-containerregistry v0.22.1
+	github.com/nats-io/nats.go v1.55.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -38,7 +39,6 @@ require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
-	github.com/nats-io/nats.go v1.55.0 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
