@@ -19,12 +19,11 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/devregistry"
+	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/ingest/ingest"
@@ -42,6 +41,7 @@ type config struct {
 	streams          backbone.StreamConfig
 	ingest           ingest.ServiceConfig
 	query            query.ServiceConfig
+	grpcSecurity     grpcserver.Config
 }
 
 func main() {
@@ -64,6 +64,7 @@ func run() error {
 	cfg.streams.RegisterFlags(flags)
 	cfg.ingest.RegisterFlags(flags)
 	cfg.query.RegisterFlags(flags)
+	cfg.grpcSecurity.RegisterFlags(flags)
 	_ = flags.Parse(os.Args[1:])
 	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
 		cfg.conn.DataDir = filepath.Join(cfg.dataDir, "nats")
@@ -106,8 +107,12 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	grpcOpts, err := cfg.grpcSecurity.ServerOptions()
+	if err != nil {
+		return err
+	}
 	cfg.query.Replicas = cfg.streams.Replicas
-	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpcOpts...)
 	if err != nil {
 		return err
 	}

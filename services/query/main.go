@@ -11,10 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"google.golang.org/grpc"
-
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/query/query"
@@ -32,11 +30,13 @@ func run() error {
 		conn    backbone.ConnConfig
 		streams backbone.StreamConfig
 		cfg     query.ServiceConfig
+		grpcSec grpcserver.Config
 	)
 	fs := flag.NewFlagSet("query", flag.ExitOnError)
 	conn.RegisterFlags(fs)
 	streams.RegisterFlags(fs)
 	cfg.RegisterFlags(fs)
+	grpcSec.RegisterFlags(fs)
 	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
 	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
@@ -62,8 +62,12 @@ func run() error {
 	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
 		return err
 	}
+	grpcOpts, err := grpcSec.ServerOptions()
+	if err != nil {
+		return err
+	}
 	cfg.Replicas = streams.Replicas
-	svc, err := query.NewService(ctx, cfg, nc.JS, log, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	svc, err := query.NewService(ctx, cfg, nc.JS, log, grpcOpts...)
 	if err != nil {
 		return err
 	}
