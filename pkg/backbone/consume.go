@@ -237,7 +237,11 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		InProgress:     msg.InProgress,
 	})
 
+	start := time.Now()
 	err = c.decodeAndHandle(ctx, msg, &log)
+	outcome := outcomeOf(err, meta.NumDelivered, c.cfg.MaxDeliver)
+	handleSeconds.WithLabelValues(c.cfg.Durable, outcome).Observe(time.Since(start).Seconds())
+	handledTotal.WithLabelValues(c.cfg.Durable, outcome).Inc()
 	switch {
 	case err == nil:
 		if ackErr := msg.DoubleAck(ctx); ackErr != nil {

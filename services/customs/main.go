@@ -19,12 +19,14 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/devregistry"
 	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/query/query"
@@ -103,6 +105,8 @@ func run() error {
 }
 
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
+	// In one process, ingest's listener also serves /metrics, /healthz and
+	// /readyz for everything.
 	ingestSrv, err := ingest.NewService(cfg.ingest, backbone.NewPublisher(nc.JS), nc.Ready, log.With("service", "ingest"))
 	if err != nil {
 		return err
@@ -114,6 +118,9 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	cfg.query.Replicas = cfg.streams.Replicas
 	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpcOpts...)
 	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable); err != nil {
 		return err
 	}
 	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)

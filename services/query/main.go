@@ -11,9 +11,12 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/query/query"
 )
@@ -71,9 +74,23 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	ready := func(ctx context.Context) error {
+		if err := nc.Ready(ctx); err != nil {
+			return err
+		}
+		return svc.Synced(ctx)
+	}
+	go func() { _ = lifecycle.ServeHTTP(ctx, adminLn, metrics.AdminHandler(ready), log) }()
 	return svc.Run(ctx, ln)
 }

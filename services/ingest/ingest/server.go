@@ -8,15 +8,24 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/metrics"
 )
+
+var webhooksTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "customs_ingest_webhooks_total",
+	Help: "Webhooks received, by receiver, HTTP status and outcome or rejection reason.",
+}, []string{"receiver", "status", "outcome"})
 
 // Publisher stores an event durably; backbone.Publisher is the real one.
 type Publisher interface {
@@ -78,10 +87,7 @@ func NewServer(cfg Config, pub Publisher, receivers ...Receiver) (*Server, error
 		path := "/webhooks/" + rc.Name()
 		s.mux.Handle("POST "+path, s.webhook(rc))
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	s.mux.HandleFunc("GET /readyz", s.readyz)
+	metrics.Mount(s.mux, cfg.Ready)
 	return s, nil
 }
 
@@ -90,16 +96,6 @@ func (s *Server) Handler() http.Handler {
 	return otelhttp.NewHandler(s.mux, "ingest", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 		return r.Method + " " + r.URL.Path
 	}))
-}
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
-			return
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // AcceptedPush is one published push in the response.
@@ -131,10 +127,10 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
-				s.reject(w, log, http.StatusRequestEntityTooLarge, "body too large", fmt.Sprintf("the limit is %d bytes", s.cfg.MaxBodyBytes))
+				s.reject(w, log, rc.Name(), http.StatusRequestEntityTooLarge, "body too large", fmt.Sprintf("the limit is %d bytes", s.cfg.MaxBodyBytes))
 				return
 			}
-			s.reject(w, log, http.StatusBadRequest, "unreadable body", err.Error())
+			s.reject(w, log, rc.Name(), http.StatusBadRequest, "unreadable body", err.Error())
 			return
 		}
 		if err := rc.Authenticate(r, body); err != nil {
@@ -145,7 +141,7 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="customs-ingest"`)
 			}
-			s.reject(w, log, status, "authentication failed", err.Error())
+			s.reject(w, log, rc.Name(), status, "authentication failed", err.Error())
 			return
 		}
 		parsed, err := rc.Parse(r, body)
@@ -154,7 +150,7 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 			if errors.Is(err, ErrUnsupportedMediaType) {
 				status = http.StatusUnsupportedMediaType
 			}
-			s.reject(w, log, status, "malformed webhook", err.Error())
+			s.reject(w, log, rc.Name(), status, "malformed webhook", err.Error())
 			return
 		}
 
@@ -169,14 +165,14 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 			res, err := s.publisher.Publish(ctx, evt)
 			if err != nil {
 				if errors.Is(err, backbone.ErrInvalidEvent) {
-					s.reject(w, log, http.StatusBadRequest, "invalid event", err.Error())
+					s.reject(w, log, rc.Name(), http.StatusBadRequest, "invalid event", err.Error())
 					return
 				}
 				// Earlier pushes of this request may be stored already; the
 				// registry's retry is deduplicated by their event ids.
 				log.Error("publish failed", "digest", p.Artifact.GetDigest(), "error", err)
 				w.Header().Set("Retry-After", "5")
-				s.reject(w, log, http.StatusServiceUnavailable, "event backbone unavailable", "the event was not stored; retry later")
+				s.reject(w, log, rc.Name(), http.StatusServiceUnavailable, "event backbone unavailable", "the event was not stored; retry later")
 				return
 			}
 			log.Info("artifact pushed", "digest", p.Artifact.GetDigest(), "repository", p.Artifact.GetRepository(), "tag", p.Artifact.GetTag(), "stream_seq", res.Sequence, "duplicate", res.Duplicate)
@@ -190,16 +186,18 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 				Duplicate:  res.Duplicate,
 			})
 		}
-		status := http.StatusOK
+		status, outcome := http.StatusOK, "accepted"
 		if len(resp.Accepted) == 0 {
 			// Nothing to act on: say so, with the reasons.
-			status = http.StatusAccepted
+			status, outcome = http.StatusAccepted, "ignored"
 		}
+		webhooksTotal.WithLabelValues(rc.Name(), strconv.Itoa(status), outcome).Inc()
 		writeJSON(w, status, resp)
 	}
 }
 
-func (s *Server) reject(w http.ResponseWriter, log *slog.Logger, status int, msg, reason string) {
+func (s *Server) reject(w http.ResponseWriter, log *slog.Logger, receiver string, status int, msg, reason string) {
+	webhooksTotal.WithLabelValues(receiver, strconv.Itoa(status), msg).Inc()
 	log.Warn("webhook rejected", "status", status, "error", msg, "reason", reason)
 	writeJSON(w, status, errorBody{Error: msg, Reason: reason})
 }
