@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -45,12 +47,19 @@ type stack struct {
 	queryAddr   string
 }
 
-var setupTracing sync.Once
+var (
+	setupTracing sync.Once
+	// spans records every span of every test; tests filter by trace id.
+	spans = tracetest.NewInMemoryExporter()
+)
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	setupTracing.Do(func() {
-		if _, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "integration"}); err != nil {
+		if _, err := telemetry.Setup(context.Background(), telemetry.Options{
+			ServiceName:     "integration",
+			ExtraProcessors: []sdktrace.SpanProcessor{sdktrace.NewSimpleSpanProcessor(spans)},
+		}); err != nil {
 			t.Fatal(err)
 		}
 	})
