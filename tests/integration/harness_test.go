@@ -149,7 +149,14 @@ func (s *stack) push(repo, tag string) v1.Hash {
 // eventually retries fn until it returns nil or the deadline passes.
 func eventually(t *testing.T, what string, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	eventuallyWithin(t, 15*time.Second, what, fn)
+}
+
+// eventuallyWithin is eventually with a longer wait, for recovery after a
+// failure (a NATS leader election, a registry retrying its webhook).
+func eventuallyWithin(t *testing.T, wait time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
 	var err error
 	for time.Now().Before(deadline) {
 		if err = fn(); err == nil {
