@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,9 +52,20 @@ func main() {
 		gets        = flag.Int("gets", 20000, "GetArtifact calls")
 		natsBench   = flag.String("nats-bench", "", "path to the natscli binary; when set, `nats bench` runs against the same server for the raw figure")
 		dir         = flag.String("data-dir", "", "JetStream storage directory (default: a temporary one)")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "customs-bench:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *natsBench, *dir); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "customs-bench:", err)
 		os.Exit(1)
 	}
