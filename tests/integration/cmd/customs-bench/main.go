@@ -184,9 +184,9 @@ func rawPublish(ctx context.Context, js jetstream.JetStream, total, concurrency 
 }
 
 func runNatsBench(ctx context.Context, bin, url string, total, concurrency int) (string, error) {
-	cmd := exec.CommandContext(ctx, bin, "--server", url, "bench", "js", "pub", "sync", "natsbench",
+	cmd := exec.CommandContext(ctx, bin, "--server", url, "bench", "js", "pub", "sync", "natsbench.pub",
 		"--msgs", strconv.Itoa(total), "--size", "512", "--clients", strconv.Itoa(concurrency),
-		"--create", "--purge", "--storage", "file", "--no-progress")
+		"--create", "--purge", "--storage", "file", "--dedup", "--no-progress")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("nats bench: %w\n%s", err, out)
