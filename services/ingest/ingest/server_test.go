@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,5 +151,33 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	if _, err := NewServer(Config{}, okPublisher(), d, d); err == nil {
 		t.Error("NewServer accepted the same receiver twice")
+	}
+}
+
+// BenchmarkWebhook measures ingest's own work per webhook (parse, validate,
+// build the event, answer), with a publisher that acks at once.
+// go test -run '^$' -bench Webhook -benchmem ./services/ingest/ingest
+func BenchmarkWebhook(b *testing.B) {
+	pub := &fakePublisher{PublishFunc: func(context.Context, *customsv1.Event) (backbone.PublishResult, error) {
+		return backbone.PublishResult{Sequence: 1}, nil
+	}}
+	d, _ := NewDistribution(DistributionConfig{Token: "tok"})
+	s, err := NewServer(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, pub, d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	body := readFixture(b, "v2-manifest-push.json")
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/webhooks/distribution", bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer tok")
+		r.Header.Set("Content-Type", DistributionEventsV2)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			b.Fatal(w.Code)
+		}
+		pub.published = pub.published[:0]
 	}
 }
