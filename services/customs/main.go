@@ -107,9 +107,19 @@ func run() error {
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
 	// In one process, ingest's listener also serves /metrics, /healthz and
 	// /readyz for everything.
-	ingestSrv, err := ingest.NewService(cfg.ingest, backbone.NewPublisher(nc.JS), nc.Ready, log.With("service", "ingest"))
+	ingestPub := backbone.NewPublisher(nc.JS)
+	ingestSrv, err := ingest.NewService(cfg.ingest, ingestPub, nc.Ready, log.With("service", "ingest"))
 	if err != nil {
 		return err
+	}
+	// Zot can publish its events straight to this NATS (off unless
+	// CUSTOMS_ZOT_NATS_SUBJECT is set).
+	zotSub, err := ingest.StartZotNATS(cfg.ingest, nc.NC, ingestPub, log.With("service", "ingest"))
+	if err != nil {
+		return err
+	}
+	if zotSub != nil {
+		defer func() { _ = zotSub.Drain() }()
 	}
 	grpcOpts, err := cfg.grpcSecurity.ServerOptions()
 	if err != nil {

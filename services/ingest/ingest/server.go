@@ -50,8 +50,10 @@ type Config struct {
 	// refused.
 	Resolver Resolver
 	// RateLimit is the sustained requests per second allowed per source
-	// (receiver and client address); RateBurst the burst. Zero means the
-	// defaults; a negative RateLimit turns limiting off.
+	// (receiver and client address); RateBurst the burst (default
+	// DefaultRateBurst). Zero or negative turns limiting off, so tests and
+	// benchmarks that build a Config are not throttled; the service flags
+	// default to DefaultRateLimit.
 	RateLimit float64
 	RateBurst int
 	Logger    *slog.Logger
@@ -70,9 +72,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = DefaultRateLimit
 	}
 	if c.RateBurst == 0 {
 		c.RateBurst = DefaultRateBurst

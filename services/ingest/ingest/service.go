@@ -105,7 +105,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	secret(&c.CloudEventsToken, &c.CloudEventsTokenFile, "cloudevents-token", "CUSTOMS_CLOUDEVENTS_TOKEN", "bearer token for the generic CloudEvents receiver")
 	secret(&c.CIToken, &c.CITokenFile, "ci-token", "CUSTOMS_CI_TOKEN", "bearer token for the CI push API (POST /v1/push-events)")
 
-	fs.Float64Var(&c.RateLimit, "ingest-rate-limit", envFloat("CUSTOMS_INGEST_RATE_LIMIT", DefaultRateLimit), "sustained webhook requests per second allowed per source (receiver and client address); negative turns limiting off (env CUSTOMS_INGEST_RATE_LIMIT)")
+	fs.Float64Var(&c.RateLimit, "ingest-rate-limit", envFloat("CUSTOMS_INGEST_RATE_LIMIT", DefaultRateLimit), "sustained webhook requests per second allowed per source (receiver and client address); 0 turns limiting off (env CUSTOMS_INGEST_RATE_LIMIT)")
 	fs.IntVar(&c.RateBurst, "ingest-rate-burst", lifecycle.EnvInt("CUSTOMS_INGEST_RATE_BURST", DefaultRateBurst), "webhook requests allowed at once per source (env CUSTOMS_INGEST_RATE_BURST)")
 }
 
