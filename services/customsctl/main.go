@@ -25,6 +25,8 @@ var commands = map[string]command{
 	"history": {summary: "show the events of one digest in order", run: runHistory},
 	"report":  {summary: "show the vulnerability findings of one digest", run: runReport},
 	"sbom":    {summary: "print the CycloneDX SBOM of one digest", run: runSBOM},
+	// push-event talks to ingest over HTTP, not to the gRPC API.
+	"push-event": {summary: "report a pushed image and its provenance to ingest (for CI)", run: runPushEvent},
 }
 
 func main() {
@@ -73,5 +75,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every command takes --server, --token, --tls, --ca-file, --cert, --key and -o table|json;")
 	fmt.Fprintln(w, "run 'customsctl <command> -h' for its flags. Defaults come from CUSTOMS_SERVER, CUSTOMS_TOKEN")
-	fmt.Fprintln(w, "and CUSTOMS_CA_FILE.")
+	fmt.Fprintln(w, "and CUSTOMS_CA_FILE. push-event instead takes --url and --token (CUSTOMS_INGEST_URL,")
+	fmt.Fprintln(w, "CUSTOMS_CI_TOKEN) and reads GitHub Actions and GitLab CI variables for provenance.")
 }
