@@ -148,7 +148,7 @@ func TestPushEventReadsCIEnvironment(t *testing.T) {
 		"CUSTOMS_CI_TOKEN": "env-token", "GITHUB_SHA": "89abcdef0123456789abcdef0123456789abcdef",
 		"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/app",
 		"GITHUB_WORKFLOW_REF": "acme/app/.github/workflows/release.yml@refs/heads/main",
-		"GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_ACTOR": "octocat",
+		"GITHUB_RUN_ID":       "42", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_ACTOR": "octocat",
 	} {
 		t.Setenv(k, v)
 	}
