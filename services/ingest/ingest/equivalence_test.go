@@ -152,9 +152,10 @@ func pushedBySource(t *testing.T, js jetstream.JetStream, digest string, keys ..
 	return got
 }
 
-// TestWebhookFormatsEquivalence is the acceptance test: Harbor-,
-// GHCR-, Docker Hub-, Quay- and Zot-shaped reports of one real push give
-// the same artifact.pushed as Distribution's own notification.
+// TestWebhookFormatsEquivalence checks every format at once: Harbor-,
+// GHCR-, Docker Hub-, Quay- and Zot-shaped (over NATS) reports of one real
+// push give the same artifact.pushed as Distribution's own notification.
+// tests/integration has the acceptance test through NewService.
 func TestWebhookFormatsEquivalence(t *testing.T) {
 	t.Parallel()
 	s := startReal(t)
