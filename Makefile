@@ -77,3 +77,10 @@ $(BIN)/nats:
 .PHONY: bench
 bench: $(BIN)/nats ## loopback benchmark of ingest, query and raw JetStream (prints a Markdown table)
 	cd tests/integration && $(GO) run ./cmd/customs-bench -nats-bench $(BIN)/nats $(BENCH_ARGS)
+
+.PHONY: bench-signer
+bench-signer: ## signer: signatures/s (sign, sign+2 attestations), memory over 10k signatures, stock `cosign sign` CLI
+	cd services/signer && $(GO) build -o $(BIN)/cosign github.com/sigstore/cosign/v2/cmd/cosign
+	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSign$$|BenchmarkSignAttest$$' -benchtime $${SIGNER_BENCH_N:-2000}x -benchmem
+	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkCosignCLISign' -benchtime 20x
+	cd services/signer && $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSignMemory' -benchtime 1x -timeout 60m

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -83,7 +85,11 @@ func (s *Service) Handle(ctx context.Context, evt *customsv1.Event) error {
 
 	// Idempotency: look at what the registry already holds before any side
 	// effect. A redelivered event finds its signature and attestations and
-	// signs nothing again.
+	// signs nothing again. The lock keeps two events for the same digest
+	// handled at once (a rescan racing a redelivery) from both seeing
+	// "unsigned" and overwriting each other's .sig manifest.
+	unlock := s.locks.lock(a.GetDigest())
+	defer unlock()
 	st, err := s.signer.State(ctx, target)
 	if err != nil {
 		return err
@@ -219,4 +225,16 @@ func (s *Service) publish(ctx context.Context, src *customsv1.Event, payload any
 		return fmt.Errorf("publish %s for %s: %w", kind, src.GetArtifact().GetDigest(), err)
 	}
 	return nil
+}
+
+// stripedLocks serialises work per digest with a fixed number of mutexes,
+// so memory stays bounded however many digests pass through.
+type stripedLocks [64]sync.Mutex
+
+func (l *stripedLocks) lock(key string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	m := &l[h.Sum32()%uint32(len(l))]
+	m.Lock()
+	return m.Unlock
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +248,34 @@ func TestSignerEndToEnd(t *testing.T) {
 		}
 		if n := layerCount(t, ociremote.AttestationTag, clean); n != 3 {
 			t.Errorf("%d attestation layers after the duplicate, want 3", n)
+		}
+	})
+
+	t.Run("concurrent duplicates of one digest sign it once", func(t *testing.T) {
+		d := pushImage(t, e.host, "team/race", "v1")
+		storeReports(t, e.js, d, testdata(t, "trivy-high.json"), testdata(t, "sbom.cdx.json"))
+		var last uint64
+		for i := range 6 {
+			evt := scannedEvent(d, "v1", high, false)
+			evt.Id = backbone.EventID("scanned", d.DigestStr(), "dup", strconv.Itoa(i))
+			last = e.publish(t, evt)
+		}
+		e.waitHandled(t, last)
+		if n := layerCount(t, ociremote.SignatureTag, d); n != 1 {
+			t.Errorf("%d signature layers, want 1", n)
+		}
+		// Only the first artifact.signed is kept (same id); it must name the
+		// .sig manifest the registry ended up with.
+		s := waitEvent(t, e.js, backbone.SubjectSigned, d.DigestStr()).GetSigned()
+		desc, err := remote.Head(mustTag(t, ociremote.SignatureTag, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if desc.Digest.String() != s.GetSignatureDigest() {
+			t.Errorf("artifact.signed names %s, registry has %s", s.GetSignatureDigest(), desc.Digest)
+		}
+		if n := layerCount(t, ociremote.AttestationTag, d); n != 3 {
+			t.Errorf("%d attestation layers, want 3", n)
 		}
 	})
 

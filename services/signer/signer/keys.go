@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,4 +190,23 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// UseGeneratedKey is for the one-process runtime (`make run`): when cfg has
+// no key, it generates a key pair under dataDir/signer on first start (and
+// reuses it afterwards) and points cfg at it. It logs where cosign.pub is,
+// since that is what `cosign verify --key` needs. It returns the public key
+// path, or "" when cfg already had a key.
+func UseGeneratedKey(cfg *ServiceConfig, dataDir string, log *slog.Logger) (string, error) {
+	if cfg.Key != "" {
+		return "", nil
+	}
+	files, created, err := EnsureKeyPair(filepath.Join(dataDir, "signer"))
+	if err != nil {
+		return "", err
+	}
+	cfg.Key, cfg.KeyPasswordFile, cfg.KeyPassword = files.PrivateKey, files.Password, ""
+	log.Info("signer uses a generated cosign key pair; verify with: cosign verify --key "+files.PublicKey+" --insecure-ignore-tlog=true <image>@<digest>",
+		"public_key", files.PublicKey, "private_key", files.PrivateKey, "created", created)
+	return files.PublicKey, nil
 }

@@ -112,6 +112,7 @@ type Service struct {
 	reports  jetstream.ObjectStore
 	pub      *backbone.Publisher
 	consumer *backbone.Consumer
+	locks    stripedLocks
 }
 
 // NewService loads the key (decrypting it once), the policy and the report

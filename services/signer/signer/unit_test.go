@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,5 +203,25 @@ func TestConfigValidate(t *testing.T) {
 	c.Key = "k"
 	if err := c.Validate(); err != nil || c.Concurrency <= 0 || c.MaxDeliver <= 0 || c.Now == nil {
 		t.Fatalf("Validate = %v, defaults %+v", err, c)
+	}
+}
+
+func TestUseGeneratedKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := ServiceConfig{KeyPassword: "from-env"}
+	pub, err := UseGeneratedKey(&cfg, dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub != filepath.Join(dir, "signer", PublicKeyFile) || cfg.Key != filepath.Join(dir, "signer", PrivateKeyFile) || cfg.KeyPassword != "" {
+		t.Fatalf("pub %q, cfg %+v", pub, cfg)
+	}
+	if _, err := os.Stat(pub); err != nil {
+		t.Fatal(err)
+	}
+	own := ServiceConfig{Key: "awskms:///alias/customs"}
+	if pub, err := UseGeneratedKey(&own, dir, slog.New(slog.DiscardHandler)); err != nil || pub != "" || own.Key != "awskms:///alias/customs" {
+		t.Fatalf("a configured key was replaced: %q, %v, %+v", pub, err, own)
 	}
 }
