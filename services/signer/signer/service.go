@@ -69,7 +69,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyFile, "signer-policy", lifecycle.EnvOr("CUSTOMS_SIGNER_POLICY", ""), "policy file (YAML or JSON), reloaded on change; empty rejects any CRITICAL finding (env CUSTOMS_SIGNER_POLICY)")
 	fs.DurationVar(&c.PolicyReload, "signer-policy-reload", envDuration("CUSTOMS_SIGNER_POLICY_RELOAD", 5*time.Second), "how often to check the policy file for changes (env CUSTOMS_SIGNER_POLICY_RELOAD)")
 	fs.StringVar(&c.RekorURL, "signer-rekor-url", lifecycle.EnvOr("CUSTOMS_SIGNER_REKOR_URL", ""), "Rekor URL for transparency log upload; empty (default) uploads nothing (env CUSTOMS_SIGNER_REKOR_URL)")
-	fs.StringVar(&c.Registries, "registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), `allowed registries, e.g. "ghcr.io,localhost:5000;plain-http" (env CUSTOMS_REGISTRIES)`)
+	fs.StringVar(&c.Registries, "signer-registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), `allowed registries, e.g. "ghcr.io,localhost:5000;plain-http" (env CUSTOMS_REGISTRIES)`)
 	fs.IntVar(&c.Concurrency, "signer-concurrency", lifecycle.EnvInt("CUSTOMS_SIGNER_CONCURRENCY", 8), "artifacts signed at once (env CUSTOMS_SIGNER_CONCURRENCY)")
 	fs.IntVar(&c.MaxDeliver, "signer-max-deliver", lifecycle.EnvInt("CUSTOMS_SIGNER_MAX_DELIVER", 10), "deliveries of a failing event before it is dead-lettered (env CUSTOMS_SIGNER_MAX_DELIVER)")
 	c.KeyPassword = lifecycle.EnvOr("CUSTOMS_SIGNER_KEY_PASSWORD", os.Getenv("COSIGN_PASSWORD"))

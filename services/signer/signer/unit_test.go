@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -224,4 +225,18 @@ func TestUseGeneratedKey(t *testing.T) {
 	if pub, err := UseGeneratedKey(&own, dir, slog.New(slog.DiscardHandler)); err != nil || pub != "" || own.Key != "awskms:///alias/customs" {
 		t.Fatalf("a configured key was replaced: %q, %v, %+v", pub, err, own)
 	}
+}
+
+func TestRegisterFlagsAreNamespaced(t *testing.T) {
+	t.Parallel()
+	// The one-process runtime registers every service's flags in one set;
+	// a clash would panic there.
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var c ServiceConfig
+	c.RegisterFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, "signer-") {
+			t.Errorf("flag -%s is not prefixed with signer-", f.Name)
+		}
+	})
 }
