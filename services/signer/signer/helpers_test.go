@@ -85,9 +85,9 @@ func pushImage(t testing.TB, host, repo, tag string) name.Digest {
 	return ref.Context().Digest(d.String())
 }
 
-func allowList(t testing.TB, host string) *registries.AllowList {
+func allowList(t testing.TB, spec string) *registries.AllowList {
 	t.Helper()
-	al, err := registries.Parse(host + ";plain-http")
+	al, err := registries.Parse(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func startSigner(t *testing.T) *env {
 		KeyPasswordFile: keys.Password,
 		Concurrency:     4,
 		MaxDeliver:      3,
-	}, nc.JS, testkit.Logger(t), allowList(t, host))
+	}, nc.JS, testkit.Logger(t), allowList(t, host+";plain-http,"+deadRegistry+";plain-http"))
 	if err != nil {
 		cancel()
 		t.Fatalf("NewService: %v", err)
@@ -78,6 +78,9 @@ func startSigner(t *testing.T) *env {
 	}
 	return &env{js: nc.JS, host: host, keys: keys, svc: svc, pub: backbone.NewPublisher(nc.JS), reg: pub, store: store}
 }
+
+// deadRegistry is allowed but nothing listens there: port 1 on loopback.
+const deadRegistry = "127.0.0.1:1"
 
 func (e *env) publish(t *testing.T, evt *customsv1.Event) uint64 {
 	t.Helper()
@@ -326,6 +329,15 @@ func TestSignerEndToEnd(t *testing.T) {
 		failed := waitEvent(t, e.js, backbone.SubjectFailed, clean.DigestStr()).GetFailed()
 		if failed.GetStage() != customsv1.Stage_STAGE_SIGN || !strings.Contains(failed.GetReason(), "allow-list") {
 			t.Errorf("failed = %v", failed)
+		}
+	})
+
+	t.Run("registry down is a retryable error, not a decision", func(t *testing.T) {
+		evt := scannedEvent(clean, "v1", nil, false)
+		evt.Artifact.Registry = deadRegistry
+		err := e.svc.Handle(ctx, evt)
+		if err == nil || backbone.IsTerminal(err) {
+			t.Fatalf("Handle = %v, want a retryable error", err)
 		}
 	})
 

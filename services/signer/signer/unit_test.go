@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/registries"
 )
 
 func TestParseTrivyFindings(t *testing.T) {
@@ -239,4 +241,37 @@ func TestRegisterFlagsAreNamespaced(t *testing.T) {
 			t.Errorf("flag -%s is not prefixed with signer-", f.Name)
 		}
 	})
+}
+
+func TestHandleMalformedEventsAreTerminal(t *testing.T) {
+	t.Parallel()
+	al, err := registries.Parse("127.0.0.1:5000;plain-http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Malformed events must be refused before the service touches a
+	// registry, the object store or NATS, so none are set here.
+	s := &Service{log: slog.New(slog.DiscardHandler), registry: al}
+	digest := "sha256:" + strings.Repeat("a", 64)
+	scanned := &customsv1.Event_Scanned{Scanned: &customsv1.ArtifactScanned{}}
+	tests := []struct {
+		name string
+		evt  *customsv1.Event
+	}{
+		{"not a scanned event", &customsv1.Event{Id: "x", Artifact: &customsv1.ArtifactRef{Registry: "127.0.0.1:5000", Repository: "a/b", Digest: digest},
+			Payload: &customsv1.Event_Pushed{Pushed: &customsv1.ArtifactPushed{}}}},
+		{"no artifact", &customsv1.Event{Id: "x", Payload: scanned}},
+		{"bad digest", &customsv1.Event{Id: "x", Artifact: &customsv1.ArtifactRef{Registry: "127.0.0.1:5000", Repository: "a/b", Digest: "sha256:zz"}, Payload: scanned}},
+		{"bad repository", &customsv1.Event{Id: "x", Artifact: &customsv1.ArtifactRef{Registry: "127.0.0.1:5000", Repository: "A/../b", Digest: digest}, Payload: scanned}},
+		{"no registry", &customsv1.Event{Id: "x", Artifact: &customsv1.ArtifactRef{Repository: "a/b", Digest: digest}, Payload: scanned}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := s.Handle(context.Background(), tt.evt)
+			if !backbone.IsTerminal(err) {
+				t.Fatalf("Handle = %v, want a terminal error", err)
+			}
+		})
+	}
 }
