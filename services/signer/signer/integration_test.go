@@ -394,8 +394,10 @@ func TestSignerEndToEnd(t *testing.T) {
 			}
 			t.Logf("cosign %s:\n%.400s", strings.Join(args, " "), out)
 		}
-		// The CLI must also say no for the tampered tag, or the passes
-		// above prove nothing.
+		// The CLI must also say no once the tag moves to a new digest, or
+		// the passes above prove nothing. Push here so this subtest does
+		// not depend on the one above having run.
+		pushImage(t, e.host, "team/app", "v1")
 		out, err := runCosign(t, cli, e.keys.PublicKey, "verify", "--key", e.keys.PublicKey, e.host+"/team/app:v1")
 		if err == nil {
 			t.Errorf("cosign verify of the tampered tag succeeded:\n%s", out)
