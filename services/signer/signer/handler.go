@@ -83,6 +83,11 @@ func (s *Service) Handle(ctx context.Context, evt *customsv1.Event) error {
 		}}, "rejected-sign", a.GetDigest(), decision.Policy)
 	}
 
+	if len(decision.Waived) > 0 {
+		// Allow-listed findings are part of the audit trail of a signature.
+		log.Info("policy passed with allow-listed findings", "policy", decision.Policy, "waived", decision.Waived)
+	}
+
 	// Idempotency: look at what the registry already holds before any side
 	// effect. A redelivered event finds its signature and attestations and
 	// signs nothing again. The lock keeps two events for the same digest
