@@ -157,7 +157,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for attempt := uint64(1); ; attempt++ {
 		cons, err := c.Ensure(ctx)
 		if err == nil {
-			iter, err = cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)))
+			// Short pull expiries re-issue pull requests quickly when one is lost,
+			// e.g. while a clustered consumer elects its leader.
+			iter, err = cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)), jetstream.PullExpiry(5*time.Second))
 		}
 		if err == nil {
 			break

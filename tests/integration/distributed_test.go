@@ -179,7 +179,8 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 	ctx := context.Background()
 
 	first := s.push("team/dist", "v1.0.0").String()
-	eventually(t, "artifact through the process chain", func() error {
+	// A cluster that just formed may still be electing consumer leaders.
+	eventuallyWithin(t, time.Minute, "artifact through the process chain", func() error {
 		a, err := getByRef(ctx, client, "team/dist:v1.0.0")
 		if err == nil && a.GetDigest() != first {
 			return fmt.Errorf("digest %s, want %s", a.GetDigest(), first)
