@@ -10,7 +10,7 @@ export OTEL_TRACES_EXPORTER ?= none
 GO        ?= go
 BIN       := $(CURDIR)/bin
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
-SERVICES  := ingest query customs customsctl
+SERVICES  := ingest query signer customs customsctl
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12

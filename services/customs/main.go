@@ -30,6 +30,7 @@ import (
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/query/query"
+	"github.com/customs-dev/customs/services/signer/signer"
 )
 
 type config struct {
@@ -43,6 +44,7 @@ type config struct {
 	streams          backbone.StreamConfig
 	ingest           ingest.ServiceConfig
 	query            query.ServiceConfig
+	signer           signer.ServiceConfig
 	grpcSecurity     grpcserver.Config
 }
 
@@ -66,6 +68,7 @@ func run() error {
 	cfg.streams.RegisterFlags(flags)
 	cfg.ingest.RegisterFlags(flags)
 	cfg.query.RegisterFlags(flags)
+	cfg.signer.RegisterFlags(flags)
 	cfg.grpcSecurity.RegisterFlags(flags)
 	_ = flags.Parse(os.Args[1:])
 	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
@@ -90,6 +93,21 @@ func run() error {
 		if cfg.ingest.DistributionToken, err = loadOrCreateSecret(tokenFile); err != nil {
 			return err
 		}
+	}
+
+	if !cfg.registryDisabled {
+		// The services may pull from the dev registry, over plain HTTP,
+		// under either name a client pushes with.
+		_, port, err := net.SplitHostPort(cfg.registryListen)
+		if err != nil {
+			return fmt.Errorf("--registry-listen: %w", err)
+		}
+		dev := "127.0.0.1:" + port + ";plain-http,localhost:" + port + ";plain-http"
+		cfg.ingest.Registries = joinSpec(cfg.ingest.Registries, dev)
+		cfg.signer.Registries = joinSpec(cfg.signer.Registries, dev)
+	}
+	if _, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log); err != nil {
+		return err
 	}
 
 	cfg.conn.Name = "customs"
@@ -130,7 +148,12 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable); err != nil {
+	cfg.signer.Replicas = cfg.streams.Replicas
+	signerSvc, err := signer.NewService(ctx, cfg.signer, nc.JS, log.With("service", "signer"), nil)
+	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable, signer.Durable); err != nil {
 		return err
 	}
 	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
@@ -145,6 +168,7 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return lifecycle.ServeHTTP(ctx, ingestLn, ingestSrv.Handler(), log) })
 	g.Go(func() error { return querySvc.Run(ctx, queryLn) })
+	g.Go(func() error { return signerSvc.Run(ctx) })
 	if !cfg.registryDisabled {
 		regLn, err := net.Listen("tcp", cfg.registryListen)
 		if err != nil {
@@ -198,6 +222,14 @@ func loadOrCreateSecret(path string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return secret, nil
+}
+
+// joinSpec appends registry allow-list entries to a spec.
+func joinSpec(spec, more string) string {
+	if spec == "" {
+		return more
+	}
+	return spec + "," + more
 }
 
 func isFlagSet(fs *flag.FlagSet, name string) bool {
