@@ -10,7 +10,7 @@ export OTEL_TRACES_EXPORTER ?= none
 GO        ?= go
 BIN       := $(CURDIR)/bin
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
-SERVICES  := ingest query customs
+SERVICES  := ingest query signer customs customsctl
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -68,6 +68,22 @@ lint: tools ## buf lint and go vet
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@set -e; for m in $(MODULES); do (cd $$m && for p in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do echo "fuzz $$p $$f"; $(GO) test -run=^$$ -fuzz=^$$f$$ -fuzztime=$${FUZZTIME:-20s} $$p; done; done); done
+
+NATSCLI_VERSION := v0.5.0
+
+$(BIN)/nats:
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+.PHONY: bench
+bench: $(BIN)/nats ## loopback benchmark of ingest, query and raw JetStream (prints a Markdown table)
+	cd tests/integration && $(GO) run ./cmd/customs-bench -nats-bench $(BIN)/nats $(BENCH_ARGS)
+
+.PHONY: bench-signer
+bench-signer: ## signer: signatures/s (sign, sign+2 attestations), memory over 10k signatures, stock `cosign sign` CLI
+	cd services/signer && $(GO) build -o $(BIN)/cosign github.com/sigstore/cosign/v2/cmd/cosign
+	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSign$$|BenchmarkSignAttest$$' -benchtime $${SIGNER_BENCH_N:-2000}x -benchmem
+	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkCosignCLISign' -benchtime 20x
+	cd services/signer && $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSignMemory' -benchtime 1x -timeout 60m
 
 # The stock trivy CLI at the version the scanner links, built from the module
 # cache with the scanner's build list (so it shares the build cache).

@@ -28,6 +28,9 @@ type ConnConfig struct {
 	Token    string
 	// Name is the client connection name shown in server monitoring.
 	Name string
+	// ConnectTimeout bounds the wait for an external server at start-up.
+	// Default 30s.
+	ConnectTimeout time.Duration
 
 	// Embedded server settings, used only when URL is empty.
 	DataDir string
@@ -84,10 +87,27 @@ func Connect(ctx context.Context, cfg ConnConfig, log *slog.Logger) (*Conn, erro
 		opts = append(opts, nats.InProcessServer(srv))
 		log.Info("embedded NATS started", "url", url, "store_dir", srv.StoreDir())
 	}
+	if c.Embedded == nil {
+		// Services may start before the cluster does (compose, k8s): keep
+		// trying for a while instead of crash-looping.
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+	}
+	wait := cfg.ConnectTimeout
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	for deadline := time.Now().Add(wait); !nc.IsConnected(); {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			nc.Close()
+			c.Close()
+			return nil, fmt.Errorf("connect to NATS at %s: not connected after %s", redactURL(url), wait)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	c.NC = nc
 	js, err := jetstream.New(nc)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,13 +151,29 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 // Run consumes until ctx is done. Messages in flight finish before it
 // returns.
 func (c *Consumer) Run(ctx context.Context) error {
-	cons, err := c.Ensure(ctx)
-	if err != nil {
-		return err
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
+	var iter jetstream.MessagesContext
+	// NATS may be briefly unreachable at start-up (a cluster electing a
+	// leader, say): keep trying rather than fail the service.
+	for attempt := uint64(1); ; attempt++ {
+		cons, err := c.Ensure(ctx)
+		if err == nil {
+			// Short pull expiries re-issue pull requests quickly when one is lost,
+			// e.g. while a clustered consumer elects its leader.
+			iter, err = cons.Messages(jetstream.PullMaxMessages(max(c.cfg.Concurrency*2, 8)), jetstream.PullExpiry(5*time.Second))
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := c.cfg.Backoff(attempt)
+		c.cfg.Logger.Warn("consumer not ready; retrying", "consumer", c.cfg.Durable, "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
 	}
 	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()
@@ -222,7 +239,11 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		InProgress:     msg.InProgress,
 	})
 
+	start := time.Now()
 	err = c.decodeAndHandle(ctx, msg, &log)
+	outcome := outcomeOf(err, meta.NumDelivered, c.cfg.MaxDeliver)
+	handleSeconds.WithLabelValues(c.cfg.Durable, outcome).Observe(time.Since(start).Seconds())
+	handledTotal.WithLabelValues(c.cfg.Durable, outcome).Inc()
 	switch {
 	case err == nil:
 		if ackErr := msg.DoubleAck(ctx); ackErr != nil {
@@ -282,7 +303,9 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	dl := nats.NewMsg(SubjectDeadLetterPrefix + c.cfg.Durable)
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
-		if k != HeaderMsgID {
+		// Nats-* headers are publish instructions for the original stream
+		// (msg id, expected stream) and would make this publish fail.
+		if !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
 		}
 	}

@@ -2,6 +2,7 @@ package backbone
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -56,11 +57,40 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		},
 	}
 	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		// A cluster that is still electing its JetStream leader answers with
+		// errors for a few seconds: retry until ctx ends.
+		for attempt := 1; ; attempt++ {
+			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.CreateOrUpdateStream(callCtx, sc)
+			cancel()
+			if err == nil {
+				break
+			}
+			if isConfigError(err) || ctx.Err() != nil {
+				return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+			case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second)):
+			}
 		}
 	}
 	return nil
+}
+
+// isConfigError reports errors that retrying cannot fix, such as a stream
+// config the server refuses.
+func isConfigError(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jetstream.JSErrCodeStreamNameInUse, jetstream.JSErrCodeBadRequest:
+		return true
+	}
+	return apiErr.Code == 400 && apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled && apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
 }
 
 // StreamReady reports whether the ARTIFACTS stream exists; it backs the

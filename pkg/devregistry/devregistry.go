@@ -5,6 +5,8 @@ package devregistry
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,8 +30,9 @@ type Config struct {
 	WebhookURL string
 	// WebhookToken is sent as "Authorization: Bearer <token>".
 	WebhookToken string
-	// Quiet lowers Distribution's own logging to warnings.
-	Quiet bool
+	// LogLevel of Distribution's own logging (logrus levels). It logs every
+	// 404 of a normal push at error level, so the default is "fatal".
+	LogLevel string
 }
 
 // New returns the registry as an http.Handler. It stops its background work
@@ -45,6 +48,12 @@ func New(ctx context.Context, cfg Config) (h http.Handler, err error) {
 	} else {
 		conf.Storage = configuration.Storage{"inmemory": configuration.Parameters{}}
 	}
+	// A fixed per-process secret; Distribution warns when it must invent one.
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	conf.HTTP.Secret = hex.EncodeToString(secret)
 	conf.Storage["delete"] = configuration.Parameters{"enabled": true}
 	conf.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}}
 	if cfg.WebhookURL != "" {
@@ -59,9 +68,15 @@ func New(ctx context.Context, cfg Config) (h http.Handler, err error) {
 			Ignore:    configuration.Ignore{Actions: []string{"pull"}},
 		}}
 	}
-	if cfg.Quiet {
-		logrus.SetLevel(logrus.WarnLevel)
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "fatal"
 	}
+	lvl, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("devregistry: log level: %w", err)
+	}
+	// Distribution logs through the process-wide logrus logger.
+	logrus.SetLevel(lvl)
 	defer func() {
 		// NewApp panics on a bad configuration; turn that into an error.
 		if r := recover(); r != nil {

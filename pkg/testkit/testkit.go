@@ -44,7 +44,7 @@ func NATSIn(t testing.TB, dir string) *backbone.Conn {
 func Registry(t testing.TB, webhookURL, token string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h, err := devregistry.New(ctx, devregistry.Config{WebhookURL: webhookURL, WebhookToken: token, Quiet: true})
+	h, err := devregistry.New(ctx, devregistry.Config{WebhookURL: webhookURL, WebhookToken: token})
 	if err != nil {
 		cancel()
 		t.Fatalf("start registry: %v", err)

@@ -59,9 +59,17 @@ func run() error {
 	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
 		return err
 	}
-	srv, err := ingest.NewService(cfg, backbone.NewPublisher(nc.JS), nc.Ready, log)
+	pub := backbone.NewPublisher(nc.JS)
+	srv, err := ingest.NewService(cfg, pub, nc.Ready, log)
 	if err != nil {
 		return err
+	}
+	zotSub, err := ingest.StartZotNATS(cfg, nc.NC, pub, log)
+	if err != nil {
+		return err
+	}
+	if zotSub != nil {
+		defer func() { _ = zotSub.Drain() }()
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -11,11 +11,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"google.golang.org/grpc"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/query/query"
 )
@@ -32,11 +33,13 @@ func run() error {
 		conn    backbone.ConnConfig
 		streams backbone.StreamConfig
 		cfg     query.ServiceConfig
+		grpcSec grpcserver.Config
 	)
 	fs := flag.NewFlagSet("query", flag.ExitOnError)
 	conn.RegisterFlags(fs)
 	streams.RegisterFlags(fs)
 	cfg.RegisterFlags(fs)
+	grpcSec.RegisterFlags(fs)
 	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
 	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
@@ -62,14 +65,32 @@ func run() error {
 	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
 		return err
 	}
-	cfg.Replicas = streams.Replicas
-	svc, err := query.NewService(ctx, cfg, nc.JS, log, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	grpcOpts, err := grpcSec.ServerOptions()
 	if err != nil {
+		return err
+	}
+	cfg.Replicas = streams.Replicas
+	svc, err := query.NewService(ctx, cfg, nc.JS, log, grpcOpts...)
+	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	ready := func(ctx context.Context) error {
+		if err := nc.Ready(ctx); err != nil {
+			return err
+		}
+		return svc.Synced(ctx)
+	}
+	go func() { _ = lifecycle.ServeHTTP(ctx, adminLn, metrics.AdminHandler(ready), log) }()
 	return svc.Run(ctx, ln)
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -128,7 +129,7 @@ func (d *Distribution) Parse(r *http.Request, body []byte) (Parsed, error) {
 // whole envelope if any push is malformed.
 func ParseDistributionEnvelope(body []byte, registryHost string) (Parsed, error) {
 	var env distributionEnvelope
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&env); err != nil {
 		return Parsed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}

@@ -3,6 +3,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -33,6 +34,10 @@ type Parsed struct {
 
 // Push is one manifest push, normalised from any format.
 type Push struct {
+	// Artifact always has registry and repository. Formats that report
+	// only a tag (Docker Hub, Quay) leave Digest empty, and formats that do
+	// not say what was pushed leave MediaType empty: the server resolves
+	// both against the registry (allow-list applies) before publishing.
 	Artifact *customsv1.ArtifactRef
 	// SourceEventID is the source's own event id; with it the dedup id
 	// survives webhook retries. Empty means: hash the normalised content.
@@ -51,6 +56,33 @@ type Ignored struct {
 	Reason  string `json:"reason"`
 }
 
+// Router is implemented by a receiver served at a path other than
+// /webhooks/<Name>, such as the CI push API.
+type Router interface {
+	Path() string
+}
+
+// PathSecretReceiver is implemented by receivers whose sender can only
+// authenticate with a secret in the URL (Docker Hub, Quay). They are served
+// at /webhooks/<Name>/<secret>; the server takes the secret out of the path
+// before tracing or logging sees it, and Authenticate reads it with
+// PathSecret.
+type PathSecretReceiver interface {
+	SecretInPath() bool
+}
+
+type pathSecretKey struct{}
+
+// PathSecret returns the secret the request carried in its URL path, or "".
+func PathSecret(r *http.Request) string {
+	s, _ := r.Context().Value(pathSecretKey{}).(string)
+	return s
+}
+
+func withPathSecret(ctx context.Context, secret string) context.Context {
+	return context.WithValue(ctx, pathSecretKey{}, secret)
+}
+
 // Errors a Receiver returns; the server maps them to HTTP status codes.
 var (
 	// ErrUnauthenticated: credentials missing or wrong (401).
@@ -61,4 +93,12 @@ var (
 	ErrMalformed = errors.New("malformed webhook")
 	// ErrUnsupportedMediaType: wrong Content-Type (415).
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
+	// ErrRegistryNotAllowed: the push names a registry Customs may not
+	// contact (422); retrying will not help until the allow-list changes.
+	ErrRegistryNotAllowed = errors.New("registry not allowed")
+	// ErrUnresolvable: the registry does not know the tag or digest (422).
+	ErrUnresolvable = errors.New("artifact not found in its registry")
+	// ErrRegistryUnavailable: the registry could not be asked (503), so
+	// the sender should retry.
+	ErrRegistryUnavailable = errors.New("registry unavailable")
 )

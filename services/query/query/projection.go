@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
@@ -100,7 +103,13 @@ func (p *Projection) Handle(ctx context.Context, evt *customsv1.Event) error {
 	_, isPush := evt.GetPayload().(*customsv1.Event_Pushed)
 	if !isPush || ref.GetTag() == "" {
 		return p.update(ctx, ref.GetDigest(), func(rec *customsv1.ArtifactRecord) bool {
-			return applyEvent(rec, entry, tagChange{})
+			if !applyEvent(rec, entry, tagChange{}) {
+				return false
+			}
+			if !isPush {
+				observeStageLatency(subjectStage(info.Subject), rec.GetArtifact().GetFirstSeenAt().AsTime(), evt.GetOccurredAt().AsTime())
+			}
+			return true
 		})
 	}
 
@@ -206,4 +215,23 @@ func ResetConsumer(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("reset consumer %s: %w", ProjectionDurable, err)
 	}
 	return nil
+}
+
+// stageLatency is how long after the push each stage's event happened: the
+// end-to-end latency of the chain, stage by stage.
+var stageLatency = promauto.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "customs_stage_latency_seconds",
+	Help:    "Time from an artifact's push to each later stage event (scanned, signed, promoted, rejected, failed).",
+	Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+}, []string{"stage"})
+
+func observeStageLatency(stage string, pushed, at time.Time) {
+	if pushed.IsZero() || at.Before(pushed) {
+		return
+	}
+	stageLatency.WithLabelValues(stage).Observe(at.Sub(pushed).Seconds())
+}
+
+func subjectStage(subject string) string {
+	return strings.TrimPrefix(subject, "artifact.")
 }

@@ -53,6 +53,9 @@ func NewReadModel(log *slog.Logger) *ReadModel {
 func (m *ReadModel) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	w, err := kv.Watch(ctx, "a.>")
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("watch %s: %w", BucketArtifacts, err)
 	}
 	defer func() { _ = w.Stop() }()
@@ -63,6 +66,9 @@ func (m *ReadModel) Run(ctx context.Context, kv jetstream.KeyValue) error {
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("watch %s closed", BucketArtifacts)
 			}
 			if e == nil {

@@ -204,7 +204,6 @@ func (s *Server) GetArtifactHistory(ctx context.Context, req *customsv1.GetArtif
 	}, nil
 }
 
-
 func timestampFromNanos(n int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, n)) }
 
 // GetVulnerabilityReport implements ArtifactService.

@@ -23,6 +23,9 @@ import (
 // ServiceConfig configures the query service.
 type ServiceConfig struct {
 	Listen string
+	// AdminListen serves /metrics, /healthz and /readyz when the query
+	// service runs on its own.
+	AdminListen string
 	// Rebuild drops the projection and replays the whole stream at start.
 	Rebuild bool
 	// Replicas of the KV bucket; match the stream's.
@@ -33,6 +36,7 @@ type ServiceConfig struct {
 // variable.
 func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "grpc-listen", lifecycle.EnvOr("CUSTOMS_GRPC_LISTEN", "127.0.0.1:9090"), "gRPC listen address (env CUSTOMS_GRPC_LISTEN)")
+	fs.StringVar(&c.AdminListen, "admin-listen", lifecycle.EnvOr("CUSTOMS_ADMIN_LISTEN", "127.0.0.1:9091"), "HTTP address for /metrics, /healthz and /readyz (env CUSTOMS_ADMIN_LISTEN)")
 	fs.BoolVar(&c.Rebuild, "rebuild", lifecycle.EnvBool("CUSTOMS_QUERY_REBUILD", false), "drop the projection and rebuild it by replaying the ARTIFACTS stream (env CUSTOMS_QUERY_REBUILD)")
 }
 
@@ -99,6 +103,17 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	customsv1.RegisterArtifactServiceServer(gs, NewServer(model, kv, reports))
 	reflection.Register(gs)
 	return &Service{cfg: cfg, js: js, log: log, kv: kv, model: model, projection: cons, grpc: gs, health: hs}, nil
+}
+
+// Synced reports whether the read model has loaded the projection; the
+// service is ready once it has.
+func (s *Service) Synced(context.Context) error {
+	select {
+	case <-s.model.Synced():
+		return nil
+	default:
+		return errors.New("read model is still loading the projection")
+	}
 }
 
 // ReadModel exposes the read model, for readiness checks and tests.

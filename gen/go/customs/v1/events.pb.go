@@ -305,8 +305,11 @@ type ArtifactScanned struct {
 	// True when findings were cut to keep the event small.
 	FindingsTruncated bool `protobuf:"varint,3,opt,name=findings_truncated,json=findingsTruncated,proto3" json:"findings_truncated,omitempty"`
 	// Object store keys of the full report and the CycloneDX SBOM.
-	ReportObject  string `protobuf:"bytes,4,opt,name=report_object,json=reportObject,proto3" json:"report_object,omitempty"`
-	SbomObject    string `protobuf:"bytes,5,opt,name=sbom_object,json=sbomObject,proto3" json:"sbom_object,omitempty"`
+	ReportObject string `protobuf:"bytes,4,opt,name=report_object,json=reportObject,proto3" json:"report_object,omitempty"`
+	SbomObject   string `protobuf:"bytes,5,opt,name=sbom_object,json=sbomObject,proto3" json:"sbom_object,omitempty"`
+	// Provenance copied from the artifact.pushed event, so the signer can
+	// build a SLSA provenance attestation without reading the projection.
+	Provenance    *Provenance `protobuf:"bytes,6,opt,name=provenance,proto3" json:"provenance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +377,13 @@ func (x *ArtifactScanned) GetSbomObject() string {
 		return x.SbomObject
 	}
 	return ""
+}
+
+func (x *ArtifactScanned) GetProvenance() *Provenance {
+	if x != nil {
+		return x.Provenance
+	}
+	return nil
 }
 
 // ArtifactSigned says the artifact was signed and attested in its registry.
@@ -774,14 +784,17 @@ const file_customs_v1_events_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x126\n" +
 	"\n" +
 	"provenance\x18\x05 \x01(\v2\x16.customs.v1.ProvenanceR\n" +
-	"provenance\"\xea\x01\n" +
+	"provenance\"\xa2\x02\n" +
 	"\x0fArtifactScanned\x121\n" +
 	"\asummary\x18\x01 \x01(\v2\x17.customs.v1.ScanSummaryR\asummary\x12/\n" +
 	"\bfindings\x18\x02 \x03(\v2\x13.customs.v1.FindingR\bfindings\x12-\n" +
 	"\x12findings_truncated\x18\x03 \x01(\bR\x11findingsTruncated\x12#\n" +
 	"\rreport_object\x18\x04 \x01(\tR\freportObject\x12\x1f\n" +
 	"\vsbom_object\x18\x05 \x01(\tR\n" +
-	"sbomObject\"\xa7\x01\n" +
+	"sbomObject\x126\n" +
+	"\n" +
+	"provenance\x18\x06 \x01(\v2\x16.customs.v1.ProvenanceR\n" +
+	"provenance\"\xa7\x01\n" +
 	"\x0eArtifactSigned\x12)\n" +
 	"\x10signature_digest\x18\x01 \x01(\tR\x0fsignatureDigest\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12;\n" +
@@ -859,15 +872,16 @@ var file_customs_v1_events_proto_depIdxs = []int32{
 	10, // 8: customs.v1.ArtifactPushed.provenance:type_name -> customs.v1.Provenance
 	11, // 9: customs.v1.ArtifactScanned.summary:type_name -> customs.v1.ScanSummary
 	12, // 10: customs.v1.ArtifactScanned.findings:type_name -> customs.v1.Finding
-	13, // 11: customs.v1.ArtifactSigned.attestations:type_name -> customs.v1.Attestation
-	14, // 12: customs.v1.ArtifactRejected.stage:type_name -> customs.v1.Stage
-	14, // 13: customs.v1.ArtifactFailed.stage:type_name -> customs.v1.Stage
-	9,  // 14: customs.v1.TagMove.moved_at:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 11: customs.v1.ArtifactScanned.provenance:type_name -> customs.v1.Provenance
+	13, // 12: customs.v1.ArtifactSigned.attestations:type_name -> customs.v1.Attestation
+	14, // 13: customs.v1.ArtifactRejected.stage:type_name -> customs.v1.Stage
+	14, // 14: customs.v1.ArtifactFailed.stage:type_name -> customs.v1.Stage
+	9,  // 15: customs.v1.TagMove.moved_at:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_customs_v1_events_proto_init() }

@@ -1,0 +1,239 @@
+// Command customs runs the whole of Customs in one process: an embedded
+// NATS server with JetStream, a development registry (CNCF Distribution)
+// whose notifications go to ingest, and every service. It is what `make run`
+// starts.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/devregistry"
+	"github.com/customs-dev/customs/pkg/grpcserver"
+	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
+	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/services/ingest/ingest"
+	"github.com/customs-dev/customs/services/query/query"
+	"github.com/customs-dev/customs/services/signer/signer"
+)
+
+type config struct {
+	dataDir          string
+	registryListen   string
+	registryDisabled bool
+	registryLogLevel string
+	logFormat        string
+	logLevel         string
+	conn             backbone.ConnConfig
+	streams          backbone.StreamConfig
+	ingest           ingest.ServiceConfig
+	query            query.ServiceConfig
+	signer           signer.ServiceConfig
+	grpcSecurity     grpcserver.Config
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "customs:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg config
+	flags := flag.NewFlagSet("customs", flag.ExitOnError)
+	flags.StringVar(&cfg.dataDir, "data-dir", lifecycle.EnvOr("CUSTOMS_DATA_DIR", ".customs-data"), "where NATS, the dev registry and generated secrets keep their data (env CUSTOMS_DATA_DIR)")
+	flags.StringVar(&cfg.registryListen, "registry-listen", lifecycle.EnvOr("CUSTOMS_REGISTRY_LISTEN", "127.0.0.1:5000"), "development registry listen address (env CUSTOMS_REGISTRY_LISTEN)")
+	flags.BoolVar(&cfg.registryDisabled, "no-registry", lifecycle.EnvBool("CUSTOMS_NO_REGISTRY", false), "do not start the development registry (env CUSTOMS_NO_REGISTRY)")
+	flags.StringVar(&cfg.registryLogLevel, "registry-log-level", lifecycle.EnvOr("CUSTOMS_REGISTRY_LOG_LEVEL", "fatal"), "development registry log level: debug, info, warn, error or fatal (env CUSTOMS_REGISTRY_LOG_LEVEL)")
+	flags.StringVar(&cfg.logFormat, "log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
+	flags.StringVar(&cfg.logLevel, "log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
+	cfg.conn.RegisterFlags(flags)
+	cfg.streams.RegisterFlags(flags)
+	cfg.ingest.RegisterFlags(flags)
+	cfg.query.RegisterFlags(flags)
+	cfg.signer.RegisterFlags(flags)
+	cfg.grpcSecurity.RegisterFlags(flags)
+	_ = flags.Parse(os.Args[1:])
+	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
+		cfg.conn.DataDir = filepath.Join(cfg.dataDir, "nats")
+	}
+
+	log, err := telemetry.NewLogger(cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs"})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+
+	if cfg.ingest.DistributionToken == "" && cfg.ingest.DistributionTokenFile == "" && os.Getenv("CUSTOMS_DISTRIBUTION_TOKEN") == "" {
+		// Zero-config: the dev registry and ingest share a generated token.
+		tokenFile := filepath.Join(cfg.dataDir, "distribution-token")
+		if cfg.ingest.DistributionToken, err = loadOrCreateSecret(tokenFile); err != nil {
+			return err
+		}
+	}
+
+	if !cfg.registryDisabled {
+		// The services may pull from the dev registry, over plain HTTP,
+		// under either name a client pushes with.
+		_, port, err := net.SplitHostPort(cfg.registryListen)
+		if err != nil {
+			return fmt.Errorf("--registry-listen: %w", err)
+		}
+		dev := "127.0.0.1:" + port + ";plain-http,localhost:" + port + ";plain-http"
+		cfg.ingest.Registries = joinSpec(cfg.ingest.Registries, dev)
+		cfg.signer.Registries = joinSpec(cfg.signer.Registries, dev)
+	}
+	if _, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log); err != nil {
+		return err
+	}
+
+	cfg.conn.Name = "customs"
+	nc, err := backbone.Connect(ctx, cfg.conn, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := backbone.EnsureStreams(ctx, nc.JS, cfg.streams); err != nil {
+		return err
+	}
+	return serve(ctx, cfg, nc, log)
+}
+
+func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
+	// In one process, ingest's listener also serves /metrics, /healthz and
+	// /readyz for everything.
+	ingestPub := backbone.NewPublisher(nc.JS)
+	ingestSrv, err := ingest.NewService(cfg.ingest, ingestPub, nc.Ready, log.With("service", "ingest"))
+	if err != nil {
+		return err
+	}
+	// Zot can publish its events straight to this NATS (off unless
+	// CUSTOMS_ZOT_NATS_SUBJECT is set).
+	zotSub, err := ingest.StartZotNATS(cfg.ingest, nc.NC, ingestPub, log.With("service", "ingest"))
+	if err != nil {
+		return err
+	}
+	if zotSub != nil {
+		defer func() { _ = zotSub.Drain() }()
+	}
+	grpcOpts, err := cfg.grpcSecurity.ServerOptions()
+	if err != nil {
+		return err
+	}
+	cfg.query.Replicas = cfg.streams.Replicas
+	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpcOpts...)
+	if err != nil {
+		return err
+	}
+	cfg.signer.Replicas = cfg.streams.Replicas
+	signerSvc, err := signer.NewService(ctx, cfg.signer, nc.JS, log.With("service", "signer"), nil)
+	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable, signer.Durable); err != nil {
+		return err
+	}
+	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
+	if err != nil {
+		return fmt.Errorf("ingest listen: %w", err)
+	}
+	queryLn, err := net.Listen("tcp", cfg.query.Listen)
+	if err != nil {
+		return fmt.Errorf("query listen: %w", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return lifecycle.ServeHTTP(ctx, ingestLn, ingestSrv.Handler(), log) })
+	g.Go(func() error { return querySvc.Run(ctx, queryLn) })
+	g.Go(func() error { return signerSvc.Run(ctx) })
+	if !cfg.registryDisabled {
+		regLn, err := net.Listen("tcp", cfg.registryListen)
+		if err != nil {
+			return fmt.Errorf("registry listen: %w", err)
+		}
+		reg, err := devregistry.New(ctx, devregistry.Config{
+			StorageDir:   filepath.Join(cfg.dataDir, "registry"),
+			WebhookURL:   "http://" + ingestLn.Addr().String() + "/webhooks/distribution",
+			WebhookToken: cfg.ingest.DistributionToken,
+			LogLevel:     cfg.registryLogLevel,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return lifecycle.ServeHTTP(ctx, regLn, reg, log) })
+		log.Info("development registry listening", "addr", regLn.Addr().String(), "push_example", "crane copy <image> "+regLn.Addr().String()+"/team/app:v1.2.3")
+	}
+	log.Info("customs is running",
+		"ingest", "http://"+ingestLn.Addr().String()+"/webhooks/distribution",
+		"grpc", queryLn.Addr().String(),
+		"nats", natsURL(nc))
+	return g.Wait()
+}
+
+func natsURL(nc *backbone.Conn) string {
+	if nc.Embedded != nil {
+		return nc.Embedded.ClientURL()
+	}
+	return nc.NC.ConnectedUrlRedacted()
+}
+
+// loadOrCreateSecret reads a secret from path, or creates a random one there
+// readable only by the owner.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > 0 {
+		return string(b), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return secret, nil
+}
+
+// joinSpec appends registry allow-list entries to a spec.
+func joinSpec(spec, more string) string {
+	if spec == "" {
+		return more
+	}
+	return spec + "," + more
+}
+
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

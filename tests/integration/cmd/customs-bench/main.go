@@ -1,0 +1,366 @@
+// Command customs-bench measures the walking skeleton on loopback: raw
+// JetStream publishes (the ceiling), ingest webhooks end to end (HTTP in,
+// JetStream ack, HTTP out) at full speed and at a fixed rate, and
+// GetArtifact latency. Every loop is bounded in count and time. It prints a
+// Markdown table for docs/benchmarks.md.
+//
+//	go run ./cmd/customs-bench -n 60000 -c 32
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/services/ingest/ingest"
+	"github.com/customs-dev/customs/services/query/query"
+)
+
+const token = "bench-token"
+
+func main() {
+	var (
+		total       = flag.Int("n", 60000, "webhooks (and raw publishes) in the full-speed runs")
+		concurrency = flag.Int("c", 32, "concurrent publishers / HTTP clients")
+		rate        = flag.Int("rate", 1000, "webhooks per second in the fixed-rate run")
+		rateFor     = flag.Duration("rate-duration", 10*time.Second, "length of the fixed-rate run")
+		gets        = flag.Int("gets", 20000, "GetArtifact calls")
+		natsBench   = flag.String("nats-bench", "", "path to the natscli binary; when set, `nats bench` runs against the same server for the raw figure")
+		dir         = flag.String("data-dir", "", "JetStream storage directory (default: a temporary one)")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	)
+	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "customs-bench:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *natsBench, *dir); err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "customs-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name, value, note string
+}
+
+func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin, dir string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "customs-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	conn, err := backbone.Connect(ctx, backbone.ConnConfig{DataDir: dir, Port: -1, Name: "bench"}, quiet)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := backbone.EnsureStreams(ctx, conn.JS, backbone.StreamConfig{}); err != nil {
+		return err
+	}
+	var results []result
+	results = append(results, result{"machine", fmt.Sprintf("%d CPUs, %s", runtime.NumCPU(), runtime.Version()), ""})
+
+	raw, err := rawPublish(ctx, conn.JS, total, concurrency)
+	if err != nil {
+		return err
+	}
+	results = append(results, result{"raw JetStream publish, file R1, 512 B, Nats-Msg-Id", fmt.Sprintf("%.0f msgs/s", raw), fmt.Sprintf("%d sync publishers in this process", concurrency)})
+	if natsBin != "" {
+		out, err := runNatsBench(ctx, natsBin, conn.Embedded.ClientURL(), total, concurrency)
+		if err != nil {
+			return err
+		}
+		results = append(results, result{"`nats bench` (natscli) JetStream publish", out, fmt.Sprintf("%d clients, sync, 512 B, file storage", concurrency)})
+	}
+
+	srv, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: token}, backbone.NewPublisher(conn.JS), nil, quiet)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go func() { _ = lifecycle.ServeHTTP(ctx, ln, srv.Handler(), quiet) }()
+	url := "http://" + ln.Addr().String() + "/webhooks/distribution"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: concurrency * 2}, Timeout: 10 * time.Second}
+
+	lat, elapsed, err := fullSpeed(ctx, client, url, total, concurrency)
+	if err != nil {
+		return err
+	}
+	results = append(results,
+		result{"ingest end to end, full speed", fmt.Sprintf("%.0f webhooks/s", float64(total)/elapsed.Seconds()), fmt.Sprintf("%d clients, %d webhooks, each acked by JetStream before 200", concurrency, total)},
+		result{"ingest latency at full speed", fmt.Sprintf("p50 %s, p99 %s", pct(lat, 50), pct(lat, 99)), ""})
+
+	lat, err = fixedRate(ctx, client, url, rate, rateFor)
+	if err != nil {
+		return err
+	}
+	results = append(results, result{fmt.Sprintf("ingest latency at %d webhooks/s", rate), fmt.Sprintf("p50 %s, p99 %s, max %s", pct(lat, 50), pct(lat, 99), pct(lat, 100)), fmt.Sprintf("%d webhooks over %s, open loop", len(lat), rateFor)})
+
+	getLat, n, err := getArtifact(ctx, conn, gets, quiet)
+	if err != nil {
+		return err
+	}
+	results = append(results, result{"GetArtifact latency", fmt.Sprintf("p50 %s, p99 %s", pct(getLat, 50), pct(getLat, 99)), fmt.Sprintf("%d calls over loopback gRPC, 8 clients, %d artifacts in the projection", len(getLat), n)})
+
+	fmt.Println("| measurement | result | conditions |")
+	fmt.Println("| --- | --- | --- |")
+	for _, r := range results {
+		fmt.Printf("| %s | %s | %s |\n", r.name, r.value, r.note)
+	}
+	return nil
+}
+
+func rawPublish(ctx context.Context, js jetstream.JetStream, total, concurrency int) (float64, error) {
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH") }()
+	payload := bytes.Repeat([]byte("x"), 512)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(total) {
+					return
+				}
+				msg := &nats.Msg{Subject: "bench.raw", Data: payload}
+				if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID("raw-"+strconv.FormatInt(i, 10))); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+func runNatsBench(ctx context.Context, bin, url string, total, concurrency int) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, "--server", url, "bench", "js", "pub", "sync", "natsbench.pub",
+		"--msgs", strconv.Itoa(total), "--size", "512", "--clients", strconv.Itoa(concurrency),
+		"--create", "--purge", "--storage", "file", "--dedup", "--no-progress")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("nats bench: %w\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "aggregated stats") || strings.Contains(line, "Pub stats") {
+			return strings.TrimSpace(line), nil
+		}
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// envelope is a Distribution notification for a unique manifest push.
+func envelope(i int64) []byte {
+	h := sha256.Sum256([]byte("bench-" + strconv.FormatInt(i, 10) + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)))
+	digest := "sha256:" + hex.EncodeToString(h[:])
+	return fmt.Appendf(nil, `{"events":[{"id":"bench-%d-%s","timestamp":%q,"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":527,"repository":"bench/app%d","tag":"v1.0.%d"},"request":{"host":"registry.bench:5000"},"actor":{"name":"bench"}}]}`,
+		i, digest[7:15], time.Now().UTC().Format(time.RFC3339Nano), digest, i%50, i)
+}
+
+func send(ctx context.Context, client *http.Client, url string, body []byte) (time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", ingest.DistributionEventsV2)
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	d := time.Since(start)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("webhook answered %d", resp.StatusCode)
+	}
+	return d, nil
+}
+
+func fullSpeed(ctx context.Context, client *http.Client, url string, total, concurrency int) ([]time.Duration, time.Duration, error) {
+	bodies := make([][]byte, total)
+	for i := range bodies {
+		bodies[i] = envelope(int64(i))
+	}
+	lat := make([]time.Duration, total)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(total) {
+					return
+				}
+				d, err := send(ctx, client, url, bodies[i])
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				lat[i] = d
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, ok := firstErr.Load().(error); ok {
+		return nil, 0, err
+	}
+	return lat, elapsed, nil
+}
+
+func fixedRate(ctx context.Context, client *http.Client, url string, rate int, d time.Duration) ([]time.Duration, error) {
+	n := int(d.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		// Open loop: send on schedule whether or not earlier requests are done.
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		body := envelope(int64(1_000_000 + i))
+		wg.Go(func() {
+			dur, err := send(ctx, client, url, body)
+			if err != nil {
+				errs <- err
+				return
+			}
+			lat[i] = dur
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return lat, nil
+}
+
+func getArtifact(ctx context.Context, conn *backbone.Conn, calls int, log *slog.Logger) ([]time.Duration, int, error) {
+	svc, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log)
+	if err != nil {
+		return nil, 0, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, 0, err
+	}
+	qctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = svc.Run(qctx, ln) }()
+
+	// Wait until the projection has caught up with what ingest published.
+	st, err := conn.JS.Stream(ctx, backbone.StreamArtifacts)
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	want := int(info.State.Msgs)
+	deadline := time.Now().Add(5 * time.Minute)
+	for svc.ReadModel().Len() < want && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	all := svc.ReadModel().Snapshot(nil)
+	if len(all) == 0 {
+		return nil, 0, fmt.Errorf("projection is empty")
+	}
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cc.Close()
+	client := customsv1.NewArtifactServiceClient(cc)
+	lat := make([]time.Duration, calls)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(calls) {
+					return
+				}
+				a := all[int(i)%len(all)]
+				start := time.Now()
+				_, err := client.GetArtifact(ctx, &customsv1.GetArtifactRequest{Selector: &customsv1.GetArtifactRequest_Digest{Digest: a.GetDigest()}})
+				lat[i] = time.Since(start)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return nil, 0, err
+	}
+	return lat, len(all), nil
+}
+
+func pct(lat []time.Duration, p float64) string {
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i].Round(10 * time.Microsecond).String()
+}

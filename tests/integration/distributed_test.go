@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/testkit"
+)
+
+// buildBinaries builds the nats-server binary from its Go module and the
+// Customs service binaries, once per test run.
+var buildBinaries = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "customs-bin-")
+	if err != nil {
+		return "", err
+	}
+	for name, pkg := range map[string]string{
+		"nats-server": "github.com/nats-io/nats-server/v2",
+		"ingest":      "github.com/customs-dev/customs/services/ingest",
+		"query":       "github.com/customs-dev/customs/services/query",
+	} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return dir, nil
+})
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// process is a child process whose output goes to the test log.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func start(t *testing.T, name, bin string, env []string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	w := &logWriter{t: t, prefix: name}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// logWriter sends a child's output to the test log, until the test ends.
+type logWriter struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		w.t.Log(w.prefix + ": " + line)
+	}
+	return len(b), nil
+}
+
+// Every service as its own OS process against a 3-node NATS cluster with
+// replicated streams; the chain keeps working when a NATS node dies.
+func TestProcessPerServiceOnNATSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts a NATS cluster and service processes; skipped with -short")
+	}
+	bin, err := buildBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const nodes = 3
+	clientPorts, clusterPorts := make([]int, nodes), make([]int, nodes)
+	for i := range nodes {
+		clientPorts[i], clusterPorts[i] = freePort(t), freePort(t)
+	}
+	var routes, urls []string
+	for i := range nodes {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", clusterPorts[i]))
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
+	}
+	natsNodes := make([]*process, nodes)
+	for i := range nodes {
+		natsNodes[i] = start(t, fmt.Sprintf("nats-%d", i), filepath.Join(bin, "nats-server"), nil,
+			"-a", "127.0.0.1", "-p", fmt.Sprint(clientPorts[i]), "-n", fmt.Sprintf("n%d", i),
+			"-js", "-sd", t.TempDir(),
+			"--cluster_name", "customs", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+	}
+	natsURL := strings.Join(urls, ",")
+
+	// Wait for the cluster to elect a JetStream leader and take R3 streams.
+	conn, err := backbone.Connect(context.Background(), backbone.ConnConfig{URL: natsURL, Name: "test"}, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	eventuallyWithin(t, time.Minute, "R3 streams on the cluster", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return backbone.EnsureStreams(ctx, conn.JS, backbone.StreamConfig{Replicas: 3})
+	})
+
+	ingestPort, grpcPort, adminPort := freePort(t), freePort(t), freePort(t)
+	common := []string{"CUSTOMS_NATS_URL=" + natsURL, "CUSTOMS_STREAM_REPLICAS=3", "OTEL_TRACES_EXPORTER=none"}
+	start(t, "ingest", filepath.Join(bin, "ingest"), append(common, "CUSTOMS_DISTRIBUTION_TOKEN="+webhookToken),
+		"--ingest-listen", fmt.Sprintf("127.0.0.1:%d", ingestPort))
+	start(t, "query", filepath.Join(bin, "query"), common,
+		"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", grpcPort), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort))
+	for _, url := range []string{fmt.Sprintf("http://127.0.0.1:%d/readyz", ingestPort), fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)} {
+		eventually(t, url, func() error {
+			resp, err := http.Get(url)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s = %d", url, resp.StatusCode)
+			}
+			return nil
+		})
+	}
+
+	s := &stack{t: t, conn: conn, registry: testkit.Registry(t, fmt.Sprintf("http://127.0.0.1:%d/webhooks/distribution", ingestPort), webhookToken)}
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	client := customsv1.NewArtifactServiceClient(cc)
+	ctx := context.Background()
+
+	first := s.push("team/dist", "v1.0.0").String()
+	// A cluster that just formed may still be electing consumer leaders.
+	eventuallyWithin(t, time.Minute, "artifact through the process chain", func() error {
+		a, err := getByRef(ctx, client, "team/dist:v1.0.0")
+		if err == nil && a.GetDigest() != first {
+			return fmt.Errorf("digest %s, want %s", a.GetDigest(), first)
+		}
+		return err
+	})
+
+	// Replicas 3 survive one node: stop a node and push again.
+	natsNodes[0].stop()
+	second := s.push("team/dist", "v1.0.1").String()
+	eventuallyWithin(t, time.Minute, "artifact after a NATS node died", func() error {
+		a, err := getByRef(ctx, client, "team/dist:v1.0.1")
+		if err == nil && a.GetDigest() != second {
+			return fmt.Errorf("digest %s, want %s", a.GetDigest(), second)
+		}
+		return err
+	})
+	info, err := conn.JS.Stream(ctx, backbone.StreamArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := info.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("ARTIFACTS replicas = %d, want 3", r)
+	}
+}
