@@ -6,12 +6,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/scanner/scanner"
 )
@@ -34,6 +38,7 @@ func run() error {
 	streams.RegisterFlags(fs)
 	cfg.RegisterFlags(fs)
 	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
+	adminListen := fs.String("admin-listen", lifecycle.EnvOr("CUSTOMS_ADMIN_LISTEN", "127.0.0.1:9094"), "HTTP address for /metrics, /healthz and /readyz (env CUSTOMS_ADMIN_LISTEN)")
 	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 
@@ -59,9 +64,18 @@ func run() error {
 		return err
 	}
 	cfg.Replicas = streams.Replicas
+	cfg.Registerer = prometheus.DefaultRegisterer
 	svc, err := scanner.NewService(ctx, cfg, nc.JS, log)
 	if err != nil {
 		return err
 	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, scanner.Durable); err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", *adminListen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	go func() { _ = lifecycle.ServeHTTP(ctx, adminLn, metrics.AdminHandler(nc.Ready), log) }()
 	return svc.Run(ctx)
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/registries"
 )
@@ -65,6 +67,8 @@ type ServiceConfig struct {
 	MaxFindings int
 	// Replicas of the report object store; match the stream's.
 	Replicas int
+	// Registerer takes the scanner's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 
 	envErrs []error
 }

@@ -31,6 +31,7 @@ type Service struct {
 	consumer *backbone.Consumer
 	runCtx   atomic.Pointer[context.Context]
 	scans    atomic.Int64
+	metrics  *scanMetrics
 }
 
 // NewService prepares the layer cache, the DB (downloading it unless
@@ -55,6 +56,10 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	if err := db.Start(ctx); err != nil {
 		return nil, err
 	}
+	m, err := newScanMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("scanner: metrics: %w", err)
+	}
 	c, closeC, err := cache.New(cache.Options{Backend: cfg.CacheBackend, CacheDir: cfg.CacheDir})
 	if err != nil {
 		return nil, fmt.Errorf("scanner: layer cache %s: %w", cfg.CacheBackend, err)
@@ -68,6 +73,7 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 		db:      db,
 		engine:  newEngine(cfg.AllowList, newOnceCache(c)),
 		closeC:  closeC,
+		metrics: m,
 	}
 	s.consumer, err = backbone.NewConsumer(js, backbone.ConsumerConfig{
 		Durable:        Durable,
@@ -140,10 +146,15 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 			reason = fmt.Sprintf("scan timed out after %s: %v", s.cfg.ScanTimeout, err)
 		}
 		if !errors.Is(err, ErrNotScannable) && isRetryable(err) && info.NumDelivered < uint64(s.cfg.MaxDeliver) {
+			s.metrics.results.WithLabelValues("retry").Inc()
 			return err
 		}
 		log.Warn("scan failed", "error", err)
-		return s.publishFailed(ctx, evt, reason)
+		if err := s.publishFailed(ctx, evt, reason); err != nil {
+			return err
+		}
+		s.metrics.results.WithLabelValues("failed").Inc()
+		return nil
 	}
 	db := s.db.Info()
 	if err := s.store(ctx, a.GetDigest(), res); err != nil {
@@ -168,6 +179,8 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 		return fmt.Errorf("publish scan result: %w", err)
 	}
 	s.scans.Add(1)
+	s.metrics.results.WithLabelValues("scanned").Inc()
+	s.metrics.duration.Observe(time.Since(start).Seconds())
 	c := summary.GetCounts()
 	log.Info("scanned", "critical", c.GetCritical(), "high", c.GetHigh(), "medium", c.GetMedium(), "low", c.GetLow(),
 		"unknown", c.GetUnknown(), "packages", summary.GetPackageCount(), "took", time.Since(start))
