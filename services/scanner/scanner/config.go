@@ -76,7 +76,7 @@ type ServiceConfig struct {
 // RegisterFlags adds the scanner flags, each defaulting to its environment
 // variable.
 func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Registries, "registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), "allow-list of registries to pull from: host[;plain-http][;insecure],... (env CUSTOMS_REGISTRIES)")
+	fs.StringVar(&c.Registries, "scanner-registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), "allow-list of registries to pull from: host[;plain-http][;insecure],... (env CUSTOMS_REGISTRIES)")
 	fs.IntVar(&c.Concurrency, "scanner-concurrency", lifecycle.EnvInt("CUSTOMS_SCANNER_CONCURRENCY", 4), "concurrent scans per process (env CUSTOMS_SCANNER_CONCURRENCY)")
 	fs.DurationVar(&c.ScanTimeout, "scanner-scan-timeout", c.envDuration("CUSTOMS_SCANNER_SCAN_TIMEOUT", 5*time.Minute), "timeout of one scan (env CUSTOMS_SCANNER_SCAN_TIMEOUT)")
 	fs.DurationVar(&c.AckWait, "scanner-ack-wait", c.envDuration("CUSTOMS_SCANNER_ACK_WAIT", 60*time.Second), "ack wait of the scanner consumer; heartbeats go every third of it (env CUSTOMS_SCANNER_ACK_WAIT)")
