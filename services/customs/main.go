@@ -125,7 +125,7 @@ func run() error {
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
 	// In one process, ingest's listener also serves /metrics, /healthz and
 	// /readyz for everything.
-	ingestPub := backbone.NewPublisher(nc.JS)
+	ingestPub := nc.Publisher()
 	ingestSrv, err := ingest.NewService(cfg.ingest, ingestPub, nc.Ready, log.With("service", "ingest"))
 	if err != nil {
 		return err
