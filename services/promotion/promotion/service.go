@@ -160,36 +160,50 @@ func (s *Service) serveCommand(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-func (s *Service) command(ctx context.Context, data []byte) *customsv1.PromotionCommandResult {
+// parseCommand decodes and validates a command; a non-nil result is the
+// reply for a command that cannot be run.
+func parseCommand(data []byte) (*customsv1.PromotionCommand, *customsv1.PromotionCommandResult) {
 	invalid := func(format string, args ...any) *customsv1.PromotionCommandResult {
 		return &customsv1.PromotionCommandResult{Status: customsv1.PromotionCommandStatus_PROMOTION_COMMAND_STATUS_INVALID, Reason: fmt.Sprintf(format, args...)}
 	}
 	var cmd customsv1.PromotionCommand
 	if err := proto.Unmarshal(data, &cmd); err != nil {
-		return invalid("undecodable command: %v", err)
+		return nil, invalid("undecodable command: %v", err)
 	}
 	if cmd.GetEnvironment() == "" || cmd.GetActor() == "" || cmd.GetReason() == "" {
-		return invalid("environment, actor and reason are required")
+		return nil, invalid("environment, actor and reason are required")
 	}
 	if cmd.GetActor() == ActorAuto {
-		return invalid("actor %q is reserved for automatic promotion", ActorAuto)
+		return nil, invalid("actor %q is reserved for automatic promotion", ActorAuto)
 	}
-	log := s.log.With("request_id", cmd.GetRequestId(), "environment", cmd.GetEnvironment(), "actor", cmd.GetActor())
-	req := request{Environment: cmd.GetEnvironment(), Actor: cmd.GetActor(), Reason: cmd.GetReason(), Digest: cmd.GetDigest()}
 	switch cmd.GetKind() {
 	case customsv1.PromotionCommandKind_PROMOTION_COMMAND_KIND_PROMOTE:
 		if err := artifactref.ValidateDigest(cmd.GetDigest()); err != nil {
-			return invalid("%v", err)
+			return nil, invalid("%v", err)
 		}
 	case customsv1.PromotionCommandKind_PROMOTION_COMMAND_KIND_ROLLBACK:
 		if cmd.GetApplication() == "" {
-			return invalid("application is required for a rollback")
+			return nil, invalid("application is required for a rollback")
 		}
 		if cmd.GetDigest() != "" {
 			if err := artifactref.ValidateDigest(cmd.GetDigest()); err != nil {
-				return invalid("%v", err)
+				return nil, invalid("%v", err)
 			}
 		}
+	default:
+		return nil, invalid("unknown command kind %v", cmd.GetKind())
+	}
+	return &cmd, nil
+}
+
+func (s *Service) command(ctx context.Context, data []byte) *customsv1.PromotionCommandResult {
+	cmd, bad := parseCommand(data)
+	if bad != nil {
+		return bad
+	}
+	log := s.log.With("request_id", cmd.GetRequestId(), "environment", cmd.GetEnvironment(), "actor", cmd.GetActor())
+	req := request{Environment: cmd.GetEnvironment(), Actor: cmd.GetActor(), Reason: cmd.GetReason(), Digest: cmd.GetDigest()}
+	if cmd.GetKind() == customsv1.PromotionCommandKind_PROMOTION_COMMAND_KIND_ROLLBACK {
 		d, o, err := s.promoter.rollbackTarget(ctx, cmd.GetEnvironment(), cmd.GetApplication(), cmd.GetDigest())
 		if err != nil {
 			return failed(err)
@@ -198,8 +212,6 @@ func (s *Service) command(ctx context.Context, data []byte) *customsv1.Promotion
 			return result(*o)
 		}
 		req.Digest, req.Rollback = d, true
-	default:
-		return invalid("unknown command kind %v", cmd.GetKind())
 	}
 	log = log.With("digest", req.Digest)
 	start := time.Now()

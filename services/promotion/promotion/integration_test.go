@@ -1,0 +1,448 @@
+package promotion_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/registries"
+	"github.com/customs-dev/customs/pkg/testkit"
+	"github.com/customs-dev/customs/services/promotion/promotion"
+	"github.com/customs-dev/customs/services/query/query"
+)
+
+// env is one running system: NATS, a dev registry (sources and staging),
+// a second registry for prod, the promotion service and the query API.
+type env struct {
+	dev, prod string
+	js        jetstream.JetStream
+	pub       *backbone.Publisher
+	api       customsv1.ArtifactServiceClient
+	release   *testKey
+	rogue     *testKey
+	rulesFile string
+}
+
+const rulesTmpl = `
+rules:
+  - id: team-apps
+    source: "*/team/*"
+    targets:
+      - environment: staging
+        repository: "{registry}/staging/{repository}"
+        auto: true
+        max_severity: high
+      - environment: prod
+        repository: "%s/prod/{repository}"
+        requires: staging
+        keys: [release]
+        require_attestations: [cyclonedx]
+`
+
+func start(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn := testkit.NATS(t)
+	e := &env{dev: testkit.Registry(t, "", ""), prod: testkit.Registry(t, "", ""), js: conn.JS, pub: backbone.NewPublisher(conn.JS)}
+	dir := t.TempDir()
+	e.release = newKey(t, dir, "release")
+	e.rogue = newKey(t, dir, "rogue")
+	e.rulesFile = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(e.rulesFile, fmt.Appendf(nil, rulesTmpl, e.prod), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	allow, err := registries.Parse(e.dev + ";plain-http," + e.prod + ";plain-http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := testkit.Logger(t)
+	svc, err := promotion.NewService(ctx, promotion.ServiceConfig{
+		RulesFile: e.rulesFile, PublicKeys: "release=" + e.release.file, ReloadInterval: 100 * time.Millisecond,
+	}, conn.JS, conn.NC, log.With("service", "promotion"), allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log.With("service", "query"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 2)
+	go func() { _ = svc.Run(ctx); done <- struct{}{} }()
+	go func() { _ = qs.Run(ctx, ln); done <- struct{}{} }()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = customsv1.NewArtifactServiceClient(cc)
+	t.Cleanup(func() {
+		_ = cc.Close()
+		cancel()
+		<-done
+		<-done
+	})
+	return e
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+// deployment waits until env shows app at digest.
+func (e *env) deployment(t *testing.T, envName, app, digest string) *customsv1.Deployment {
+	t.Helper()
+	var got *customsv1.Deployment
+	eventually(t, "GetEnvironment("+envName+") shows "+app, func() error {
+		resp, err := e.api.GetEnvironment(context.Background(), &customsv1.GetEnvironmentRequest{Name: envName})
+		if err != nil {
+			return err
+		}
+		for _, d := range resp.GetEnvironment().GetDeployments() {
+			if d.GetApplication() == app && d.GetDigest() == digest {
+				got = d
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet: %v", resp.GetEnvironment().GetDeployments())
+	})
+	return got
+}
+
+// rejection waits for the promote stage of digest to be rejected and
+// returns the reason and details.
+func (e *env) rejection(t *testing.T, digest string) *customsv1.StageState {
+	t.Helper()
+	var st *customsv1.StageState
+	eventually(t, "promotion of "+digest+" rejected", func() error {
+		resp, err := e.api.GetArtifact(context.Background(), &customsv1.GetArtifactRequest{Selector: &customsv1.GetArtifactRequest_Digest{Digest: digest}})
+		if err != nil {
+			return err
+		}
+		for _, s := range resp.GetArtifact().GetStages() {
+			if s.GetStage() == customsv1.Stage_STAGE_PROMOTE && s.GetStatus() == customsv1.StageStatus_STAGE_STATUS_REJECTED {
+				st = s
+				return nil
+			}
+		}
+		return fmt.Errorf("stages %v", resp.GetArtifact().GetStages())
+	})
+	return st
+}
+
+func (e *env) promotedCount(t *testing.T) uint64 {
+	t.Helper()
+	s, err := e.js.Stream(context.Background(), backbone.StreamArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(backbone.SubjectPromoted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[backbone.SubjectPromoted]
+}
+
+// consumerIdle waits until the promotion consumer has handled everything
+// published so far.
+func (e *env) consumerIdle(t *testing.T) {
+	t.Helper()
+	eventually(t, "promotion consumer idle", func() error {
+		c, err := e.js.Consumer(context.Background(), backbone.StreamArtifacts, promotion.ConsumerDurable)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+}
+
+func tagsAt(t *testing.T, repo string, tags ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, tag := range tags {
+		d, err := remote.Head(mustTag(t, repo+":"+tag))
+		if err != nil {
+			out[tag] = "missing: " + err.Error()
+			continue
+		}
+		out[tag] = d.Digest.String()
+	}
+	return out
+}
+
+func mustTag(t *testing.T, s string) name.Tag {
+	t.Helper()
+	tg, err := name.NewTag(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+func mustDigest(t *testing.T, s string) name.Digest {
+	t.Helper()
+	d, err := name.NewDigest(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestPromotionEndToEnd pushes, "scans" (synthetic event) and signs (cosign
+// library, standard format) an image in a real registry, lets the service
+// auto-promote it to staging, promotes it by hand to prod through the gRPC
+// API and the NATS command subject, and checks every refusal.
+func TestPromotionEndToEnd(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+
+	const sha = "1234567" // all digits: a git SHA, not a number, not semver
+	img := pushImage(t, e.dev, "team/app", "v1.2.3", sha)
+	sign(t, img, e.release)
+	attestSBOM(t, img, e.release)
+	pushed(t, e.pub, img, "v1.2.3", sha)
+	scanned(t, e.pub, img, "v1.2.3", 0)
+	signedEvt(t, e.pub, img, "v1.2.3", "signed-app-1")
+
+	stagingApp := e.dev + "/staging/team/app"
+	prodApp := e.prod + "/prod/team/app"
+
+	t.Run("auto-promoted to staging, pinned by digest and verifiable", func(t *testing.T) {
+		d := e.deployment(t, "staging", stagingApp, img.DigestStr())
+		if d.GetReference() != stagingApp+"@"+img.DigestStr() || d.GetActor() != "auto" || d.GetRuleId() != "team-apps" {
+			t.Errorf("staging deployment = %v", d)
+		}
+		if !slices.Equal(d.GetTags(), []string{sha, "v1.2.3"}) {
+			t.Errorf("staging tags = %v", d.GetTags())
+		}
+		if d.GetScan().GetScanner() != "trivy" || d.GetScan().GetCounts().GetHigh() != 2 {
+			t.Errorf("staging scan summary = %v", d.GetScan())
+		}
+		if d.GetPromotedAt() == nil || d.GetSource().GetRepository() != "team/app" {
+			t.Errorf("staging promoted_at/source = %v / %v", d.GetPromotedAt(), d.GetSource())
+		}
+		if got := tagsAt(t, stagingApp, "v1.2.3", sha); got["v1.2.3"] != img.DigestStr() || got[sha] != img.DigestStr() {
+			t.Errorf("staging tags in the registry = %v", got)
+		}
+		if err := verifyAt(ctx, mustDigest(t, d.GetReference()), e.release, true); err != nil {
+			t.Errorf("cosign library at staging: %v", err)
+		}
+		// The other key must not verify it, or the check above proves nothing.
+		if err := verifyAt(ctx, mustDigest(t, d.GetReference()), e.rogue, false); err == nil {
+			t.Error("the rogue key verified the staging copy")
+		}
+	})
+
+	t.Run("redelivered signed event copies and records nothing", func(t *testing.T) {
+		e.consumerIdle(t)
+		before := e.promotedCount(t)
+		signedEvt(t, e.pub, img, sha, "signed-app-1-again")
+		e.consumerIdle(t)
+		if after := e.promotedCount(t); after != before {
+			t.Errorf("artifact.promoted events went from %d to %d", before, after)
+		}
+	})
+
+	t.Run("manual promotion to prod through the API", func(t *testing.T) {
+		resp, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector:    &customsv1.PromoteRequest_Reference{Reference: e.dev + "/team/app:v1.2.3"},
+			Environment: "prod", Actor: "alice", Reason: "release 1.2.3",
+		})
+		if err != nil {
+			t.Fatalf("Promote: %v", err)
+		}
+		if resp.GetPromotion().GetTargetReference() != prodApp+"@"+img.DigestStr() || resp.GetPromotion().GetActor() != "alice" {
+			t.Errorf("Promote = %v", resp)
+		}
+		d := e.deployment(t, "prod", prodApp, img.DigestStr())
+		if d.GetReference() != prodApp+"@"+img.DigestStr() || !strings.Contains(d.GetReason(), "release 1.2.3") {
+			t.Errorf("prod deployment = %v", d)
+		}
+		if err := verifyAt(ctx, mustDigest(t, d.GetReference()), e.release, true); err != nil {
+			t.Errorf("cosign library at prod: %v", err)
+		}
+		again, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector: &customsv1.PromoteRequest_Digest{Digest: img.DigestStr()}, Environment: "prod", Actor: "alice", Reason: "again",
+		})
+		if err != nil || !again.GetAlreadyPromoted() {
+			t.Errorf("second Promote = %v, %v; want already promoted", again, err)
+		}
+	})
+
+	t.Run("stock cosign CLI verifies at the target", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("-short: skipping the stock cosign CLI build")
+		}
+		cli := cosignCLI(t)
+		ref := prodApp + "@" + img.DigestStr()
+		for _, args := range [][]string{
+			{"verify", "--key", e.release.file, ref},
+			{"verify-attestation", "--key", e.release.file, "--type", "cyclonedx", ref},
+		} {
+			out, err := runCosign(t, cli, e.release.file, args...)
+			if err != nil || !bytes.Contains(out, []byte(img.DigestStr()[len("sha256:"):])) && !bytes.Contains(out, []byte(`"payload"`)) {
+				t.Errorf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		if out, err := runCosign(t, cli, e.rogue.file, "verify", "--key", e.rogue.file, ref); err == nil {
+			t.Errorf("cosign verify with the rogue key succeeded:\n%s", out)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		// Unsigned image, promoted by hand.
+		unsigned := pushImage(t, e.dev, "team/unsigned", "v1.0.0")
+		pushed(t, e.pub, unsigned, "v1.0.0")
+		scanned(t, e.pub, unsigned, "v1.0.0", 0)
+		e.consumerIdle(t)
+		_, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector: &customsv1.PromoteRequest_Digest{Digest: unsigned.DigestStr()}, Environment: "staging", Actor: "bob", Reason: "try",
+		})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "no signature") {
+			t.Errorf("Promote of an unsigned image = %v, want FailedPrecondition: no signature", err)
+		}
+
+		// Signed, but by a key nobody configured.
+		rogue := pushImage(t, e.dev, "team/rogue", "v1.0.0")
+		sign(t, rogue, e.rogue)
+		pushed(t, e.pub, rogue, "v1.0.0")
+		scanned(t, e.pub, rogue, "v1.0.0", 0)
+		signedEvt(t, e.pub, rogue, "v1.0.0", "signed-rogue")
+		if st := e.rejection(t, rogue.DigestStr()); !strings.Contains(st.GetReason(), "no signature in the registry verifies") {
+			t.Errorf("unknown key: reason %q", st.GetReason())
+		}
+
+		// A forged artifact.signed, straight to NATS, for an image nobody
+		// signed.
+		forged := pushImage(t, e.dev, "team/forged", "v1.0.0")
+		pushed(t, e.pub, forged, "v1.0.0")
+		scanned(t, e.pub, forged, "v1.0.0", 0)
+		signedEvt(t, e.pub, forged, "v1.0.0", "signed-forged")
+		if st := e.rejection(t, forged.DigestStr()); !strings.Contains(st.GetReason(), "no signature") {
+			t.Errorf("forged event: reason %q", st.GetReason())
+		}
+
+		// latest: scanned and signed, never promoted, and the API says why.
+		latest := pushImage(t, e.dev, "team/web", "latest")
+		sign(t, latest, e.release)
+		pushed(t, e.pub, latest, "latest")
+		scanned(t, e.pub, latest, "latest", 0)
+		signedEvt(t, e.pub, latest, "latest", "signed-latest")
+		st := e.rejection(t, latest.DigestStr())
+		if !strings.Contains(st.GetReason(), `"latest" is a floating tag`) {
+			t.Errorf("latest: reason %q", st.GetReason())
+		}
+		if got := tagsAt(t, e.dev+"/staging/team/web", "latest"); !strings.HasPrefix(got["latest"], "missing") {
+			t.Errorf("latest reached staging: %v", got)
+		}
+
+		// prod before staging: staging refuses the critical finding, and
+		// prod requires staging.
+		critical := pushImage(t, e.dev, "team/api", "v2.0.0")
+		sign(t, critical, e.release)
+		attestSBOM(t, critical, e.release)
+		pushed(t, e.pub, critical, "v2.0.0")
+		scanned(t, e.pub, critical, "v2.0.0", 1)
+		signedEvt(t, e.pub, critical, "v2.0.0", "signed-critical")
+		if st := e.rejection(t, critical.DigestStr()); !strings.Contains(st.GetReason(), "critical findings exceed") {
+			t.Errorf("critical: reason %q", st.GetReason())
+		}
+		_, err = e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector: &customsv1.PromoteRequest_Digest{Digest: critical.DigestStr()}, Environment: "prod", Actor: "bob", Reason: "hotfix",
+		})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "must be promoted to staging before prod") {
+			t.Errorf("prod before staging = %v", err)
+		}
+		if got := tagsAt(t, e.prod+"/prod/team/api", "v2.0.0"); !strings.HasPrefix(got["v2.0.0"], "missing") {
+			t.Errorf("refused image reached prod: %v", got)
+		}
+	})
+
+	t.Run("a new version, then a rollback", func(t *testing.T) {
+		next := pushImage(t, e.dev, "team/app", "v1.2.4")
+		sign(t, next, e.release)
+		pushed(t, e.pub, next, "v1.2.4")
+		scanned(t, e.pub, next, "v1.2.4", 0)
+		signedEvt(t, e.pub, next, "v1.2.4", "signed-app-2")
+		e.deployment(t, "staging", stagingApp, next.DigestStr())
+
+		resp, err := e.api.Rollback(ctx, &customsv1.RollbackRequest{Environment: "staging", Application: stagingApp, Actor: "carol", Reason: "v1.2.4 breaks login"})
+		if err != nil {
+			t.Fatalf("Rollback: %v", err)
+		}
+		if resp.GetDigest() != img.DigestStr() {
+			t.Errorf("rolled back to %s, want %s", resp.GetDigest(), img.DigestStr())
+		}
+		d := e.deployment(t, "staging", stagingApp, img.DigestStr())
+		if d.GetActor() != "carol" || !strings.HasPrefix(d.GetReason(), "rollback") {
+			t.Errorf("after rollback = %v", d)
+		}
+		list, err := e.api.ListPromotions(ctx, &customsv1.ListPromotionsRequest{Environment: "staging", Repository: "team/app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var digests []string
+		for _, p := range list.GetPromotions() {
+			digests = append(digests, p.GetDigest())
+		}
+		if want := []string{img.DigestStr(), next.DigestStr(), img.DigestStr()}; !slices.Equal(digests, want) {
+			t.Errorf("staging history = %v, want %v", digests, want)
+		}
+	})
+
+	t.Run("rescan re-publishes the push", func(t *testing.T) {
+		resp, err := e.api.RequestRescan(ctx, &customsv1.RequestRescanRequest{Digest: img.DigestStr(), RequestId: "r1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetEventId() != backbone.EventID("rescan", img.DigestStr(), "r1") {
+			t.Errorf("event id = %s", resp.GetEventId())
+		}
+		s, err := e.js.Stream(ctx, backbone.StreamArtifacts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := s.GetLastMsgForSubject(ctx, backbone.SubjectPushed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Header.Get("Nats-Msg-Id") != resp.GetEventId() {
+			t.Errorf("last pushed event is %s, want the rescan", msg.Header.Get("Nats-Msg-Id"))
+		}
+	})
+}
