@@ -164,7 +164,7 @@ func ref(d name.Digest, tag string) *customsv1.ArtifactRef {
 	}
 }
 
-func publish(t testing.TB, js *backbone.Publisher, evt *customsv1.Event) {
+func publish(t testing.TB, js *backbone.Publisher, evt *customsv1.Event) uint64 {
 	t.Helper()
 	evt.OccurredAt = timestamppb.Now()
 	if evt.Producer == "" {
@@ -172,9 +172,11 @@ func publish(t testing.TB, js *backbone.Publisher, evt *customsv1.Event) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.Publish(ctx, evt); err != nil {
+	res, err := js.Publish(ctx, evt)
+	if err != nil {
 		t.Fatalf("publish %s: %v", evt.GetId(), err)
 	}
+	return res.Sequence
 }
 
 // pushed publishes artifact.pushed for each tag, as ingest would.
@@ -190,9 +192,9 @@ func pushed(t testing.TB, pub *backbone.Publisher, d name.Digest, tags ...string
 
 // scanned publishes a synthetic artifact.scanned with a real-shaped
 // summary (the scanner is not part of these tests).
-func scanned(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, critical int32) {
+func scanned(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, critical int32) uint64 {
 	t.Helper()
-	publish(t, pub, &customsv1.Event{
+	return publish(t, pub, &customsv1.Event{
 		Id: backbone.EventID("scanned", d.String()), Artifact: ref(d, tag), CorrelationId: d.DigestStr(),
 		Payload: &customsv1.Event_Scanned{Scanned: &customsv1.ArtifactScanned{Summary: &customsv1.ScanSummary{
 			Counts:  &customsv1.SeverityCounts{Critical: critical, High: 2, Medium: 5},
@@ -203,9 +205,9 @@ func scanned(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, c
 
 // signedEvt publishes artifact.signed; nothing checks that the image
 // really is signed, which is what the promotion service must do.
-func signedEvt(t testing.TB, pub *backbone.Publisher, d name.Digest, tag, id string) {
+func signedEvt(t testing.TB, pub *backbone.Publisher, d name.Digest, tag, id string) uint64 {
 	t.Helper()
-	publish(t, pub, &customsv1.Event{
+	return publish(t, pub, &customsv1.Event{
 		Id: id, Artifact: ref(d, tag), CorrelationId: d.DigestStr(),
 		Payload: &customsv1.Event_Signed{Signed: &customsv1.ArtifactSigned{KeyId: "sha256:whatever", Policy: "default"}},
 	})

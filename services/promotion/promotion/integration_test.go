@@ -54,6 +54,8 @@ rules:
         requires: staging
         keys: [release]
         require_attestations: [cyclonedx]
+        tag_policy:
+          block_tag_moves: true
 `
 
 func start(t *testing.T) *env {
@@ -171,9 +173,9 @@ func (e *env) promotedCount(t *testing.T) uint64 {
 	return info.State.Subjects[backbone.SubjectPromoted]
 }
 
-// consumerIdle waits until the promotion consumer has handled everything
-// published so far.
-func (e *env) consumerIdle(t *testing.T) {
+// consumerDone waits until the promotion consumer has handled every
+// message up to stream sequence seq.
+func (e *env) consumerDone(t *testing.T, seq uint64) {
 	t.Helper()
 	eventually(t, "promotion consumer idle", func() error {
 		c, err := e.js.Consumer(context.Background(), backbone.StreamArtifacts, promotion.ConsumerDurable)
@@ -184,8 +186,8 @@ func (e *env) consumerIdle(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		if info.AckFloor.Stream < seq || info.NumAckPending != 0 {
+			return fmt.Errorf("ack floor %d < %d, ack pending %d", info.AckFloor.Stream, seq, info.NumAckPending)
 		}
 		return nil
 	})
@@ -269,10 +271,9 @@ func TestPromotionEndToEnd(t *testing.T) {
 	})
 
 	t.Run("redelivered signed event copies and records nothing", func(t *testing.T) {
-		e.consumerIdle(t)
 		before := e.promotedCount(t)
-		signedEvt(t, e.pub, img, sha, "signed-app-1-again")
-		e.consumerIdle(t)
+		seq := signedEvt(t, e.pub, img, sha, "signed-app-1-again")
+		e.consumerDone(t, seq)
 		if after := e.promotedCount(t); after != before {
 			t.Errorf("artifact.promoted events went from %d to %d", before, after)
 		}
@@ -328,8 +329,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		// Unsigned image, promoted by hand.
 		unsigned := pushImage(t, e.dev, "team/unsigned", "v1.0.0")
 		pushed(t, e.pub, unsigned, "v1.0.0")
-		scanned(t, e.pub, unsigned, "v1.0.0", 0)
-		e.consumerIdle(t)
+		e.consumerDone(t, scanned(t, e.pub, unsigned, "v1.0.0", 0))
 		_, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
 			Selector: &customsv1.PromoteRequest_Digest{Digest: unsigned.DigestStr()}, Environment: "staging", Actor: "bob", Reason: "try",
 		})
@@ -422,6 +422,36 @@ func TestPromotionEndToEnd(t *testing.T) {
 		}
 		if want := []string{img.DigestStr(), next.DigestStr(), img.DigestStr()}; !slices.Equal(digests, want) {
 			t.Errorf("staging history = %v, want %v", digests, want)
+		}
+	})
+
+	t.Run("a moved tag is recorded, surfaced, and blocks prod", func(t *testing.T) {
+		// v1.2.3 now names a different image.
+		moved := pushImage(t, e.dev, "team/app", "v1.2.3")
+		sign(t, moved, e.release)
+		attestSBOM(t, moved, e.release)
+		pushed(t, e.pub, moved, "v1.2.3")
+		scanned(t, e.pub, moved, "v1.2.3", 0)
+		signedEvt(t, e.pub, moved, "v1.2.3", "signed-moved")
+		// Staging does not block moves, but says one happened at the target.
+		d := e.deployment(t, "staging", stagingApp, moved.DigestStr())
+		if !strings.Contains(d.GetReason(), `tag "v1.2.3" moved from `+img.DigestStr()) {
+			t.Errorf("staging reason %q does not report the tag move", d.GetReason())
+		}
+		art, err := e.api.GetArtifact(ctx, &customsv1.GetArtifactRequest{Selector: &customsv1.GetArtifactRequest_Digest{Digest: moved.DigestStr()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(art.GetArtifact().GetTagHistory(), func(h *customsv1.TagHistoryEntry) bool {
+			return h.GetTag() == "v1.2.3" && h.GetAction() == customsv1.TagAction_TAG_ACTION_MOVED_IN && h.GetOtherDigest() == img.DigestStr()
+		}) {
+			t.Errorf("tag history %v has no move of v1.2.3", art.GetArtifact().GetTagHistory())
+		}
+		_, err = e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector: &customsv1.PromoteRequest_Digest{Digest: moved.DigestStr()}, Environment: "prod", Actor: "alice", Reason: "release",
+		})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), `tag "v1.2.3" moved`) {
+			t.Errorf("Promote of a moved tag to prod = %v, want FailedPrecondition about the move", err)
 		}
 	})
 
