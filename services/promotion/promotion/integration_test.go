@@ -38,6 +38,7 @@ type env struct {
 	release   *testKey
 	rogue     *testKey
 	rulesFile string
+	svc       *promotion.Service
 }
 
 const rulesTmpl = `
@@ -58,7 +59,7 @@ rules:
           block_tag_moves: true
 `
 
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := testkit.NATS(t)
@@ -81,6 +82,7 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.svc = svc
 	qs, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log.With("service", "query"))
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +108,7 @@ func start(t *testing.T) *env {
 	return e
 }
 
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
@@ -120,7 +122,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 }
 
 // deployment waits until env shows app at digest.
-func (e *env) deployment(t *testing.T, envName, app, digest string) *customsv1.Deployment {
+func (e *env) deployment(t testing.TB, envName, app, digest string) *customsv1.Deployment {
 	t.Helper()
 	var got *customsv1.Deployment
 	eventually(t, "GetEnvironment("+envName+") shows "+app, func() error {
@@ -175,7 +177,7 @@ func (e *env) promotedCount(t *testing.T) uint64 {
 
 // consumerDone waits until the promotion consumer has handled every
 // message up to stream sequence seq.
-func (e *env) consumerDone(t *testing.T, seq uint64) {
+func (e *env) consumerDone(t testing.TB, seq uint64) {
 	t.Helper()
 	eventually(t, "promotion consumer idle", func() error {
 		c, err := e.js.Consumer(context.Background(), backbone.StreamArtifacts, promotion.ConsumerDurable)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
@@ -106,6 +108,20 @@ func (p *Promoter) selectTarget(a *artifactInfo, req request) (*source, rules.Ma
 	return nil, rules.Match{}, false
 }
 
+// plan is a decided promotion: everything needed to carry it out.
+type plan struct {
+	req              request
+	a                *artifactInfo
+	src              *source
+	m                rules.Match
+	app              string
+	dep              *deployment
+	srcRepo, dstRepo name.Repository
+	srcOpts, dstOpts []remote.Option
+	ver              verification
+	decision         rules.Decision
+}
+
 // promote decides req and, if the rules allow it, copies the artifact into
 // the target, re-verifies it there, publishes artifact.promoted and
 // records the deployment. An error means the promotion could not be
@@ -122,52 +138,71 @@ func (p *Promoter) promote(ctx context.Context, req request) (outcome, error) {
 	if !ok {
 		return notFound("no promotion rule takes %s from its repository to environment %q", req.Digest, req.Environment), nil
 	}
-	app := m.TargetRepository
-	defer p.lock(deploymentKey(req.Environment, app))()
-
-	// Idempotency: the deployment record says whether this digest already
-	// runs there, so a redelivered event copies and records nothing.
-	dep, _, err := p.st.deployment(ctx, req.Environment, app)
-	if err != nil {
+	defer p.lock(deploymentKey(req.Environment, m.TargetRepository))()
+	pl, o, err := p.decide(ctx, req, a, src, m)
+	if err != nil || pl == nil {
+		return o, err
+	}
+	details, stop, err := p.carryOut(ctx, pl)
+	switch {
+	case err != nil:
+		return outcome{}, err
+	case stop != nil:
+		return *stop, nil
+	}
+	evt, next := p.nextDeployment(pl, details)
+	if err := p.record(ctx, evt, next); err != nil {
 		return outcome{}, err
 	}
-	if dep != nil && dep.Digest == req.Digest {
-		return outcome{
+	return outcome{Status: customsv1.PromotionCommandStatus_PROMOTION_COMMAND_STATUS_ACCEPTED, Reason: next.Reason, Details: append(pl.decision.Details, details...), Event: evt}, nil
+}
+
+// decide checks idempotency, verifies the signature (and attestations) in
+// the source registry with the cached keys, resolves the tags and applies
+// the rules. It returns a plan, or the outcome when there is nothing to do.
+// The caller holds the deployment lock.
+func (p *Promoter) decide(ctx context.Context, req request, a *artifactInfo, src *source, m rules.Match) (*plan, outcome, error) {
+	pl := &plan{req: req, a: a, src: src, m: m, app: m.TargetRepository}
+	// Idempotency: the deployment record says whether this digest already
+	// runs there, so a redelivered event copies and records nothing.
+	var err error
+	if pl.dep, _, err = p.st.deployment(ctx, req.Environment, pl.app); err != nil {
+		return nil, outcome{}, err
+	}
+	if pl.dep != nil && pl.dep.Digest == req.Digest {
+		return nil, outcome{
 			Status: customsv1.PromotionCommandStatus_PROMOTION_COMMAND_STATUS_ACCEPTED, Already: true,
-			Reason: fmt.Sprintf("%s already runs %s", req.Environment, dep.Reference),
-			Event:  p.promotedEvent(a, src, dep),
+			Reason: fmt.Sprintf("%s already runs %s", req.Environment, pl.dep.Reference),
+			Event:  p.promotedEvent(a, src, pl.dep),
 		}, nil
 	}
-
-	srcRepo, srcOpts, err := p.reg.repository(ctx, src.Registry+"/"+src.Repository)
-	if err != nil {
-		return refused(fmt.Sprintf("source registry refused: %v", err)), nil
+	if pl.srcRepo, pl.srcOpts, err = p.reg.repository(ctx, src.Registry+"/"+src.Repository); err != nil {
+		return nil, refused(fmt.Sprintf("source registry refused: %v", err)), nil
 	}
-	dstRepo, dstOpts, err := p.reg.repository(ctx, app)
-	if err != nil {
-		return refused(fmt.Sprintf("target registry refused: %v", err)), nil
+	if pl.dstRepo, pl.dstOpts, err = p.reg.repository(ctx, pl.app); err != nil {
+		return nil, refused(fmt.Sprintf("target registry refused: %v", err)), nil
 	}
 
 	// Never trust the event: the signature must verify in the registry.
-	srcRef := srcRepo.Digest(req.Digest)
-	ver, err := verifySignatures(ctx, srcRef, srcOpts, p.allowedKeys(m.Target))
+	srcRef := pl.srcRepo.Digest(req.Digest)
+	pl.ver, err = verifySignatures(ctx, srcRef, pl.srcOpts, p.allowedKeys(m.Target))
 	if errors.Is(err, errImageNotFound) {
-		return refused(fmt.Sprintf("%s is not in the source registry", srcRef)), nil
+		return nil, refused(fmt.Sprintf("%s is not in the source registry", srcRef)), nil
 	}
 	if err != nil {
-		return outcome{}, err
+		return nil, outcome{}, err
 	}
-	if len(ver.Keys) > 0 && len(m.Target.RequireAttestations) > 0 {
-		if err := verifyAttestations(ctx, srcRef, srcOpts, &ver); err != nil {
-			return outcome{}, err
+	if len(pl.ver.Keys) > 0 && len(m.Target.RequireAttestations) > 0 {
+		if err := verifyAttestations(ctx, srcRef, pl.srcOpts, &pl.ver); err != nil {
+			return nil, outcome{}, err
 		}
 	}
 	// Tags count only if they still point at this digest in the registry.
 	var tags []string
 	for _, t := range src.Tags {
-		d, err := tagDigest(srcRepo, t, srcOpts)
+		d, err := tagDigest(pl.srcRepo, t, pl.srcOpts)
 		if err != nil {
-			return outcome{}, err
+			return nil, outcome{}, err
 		}
 		if d == req.Digest {
 			tags = append(tags, t)
@@ -177,75 +212,86 @@ func (p *Promoter) promote(ctx context.Context, req request) (outcome, error) {
 	tags = addUnique(tags, a.GitSHA)
 
 	facts := rules.Facts{
-		Digest: req.Digest, Tags: tags, MovedTags: src.MovedTags, SignedBy: ver.signedBy(),
-		Attested: ver.Attested, Scanned: a.Scanned, Counts: a.Counts, Environments: a.Environments,
+		Digest: req.Digest, Tags: tags, MovedTags: src.MovedTags, SignedBy: pl.ver.signedBy(),
+		Attested: pl.ver.Attested, Scanned: a.Scanned, Counts: a.Counts, Environments: a.Environments,
 	}
 	if req.Rollback {
 		// A rollback returns to a digest the environment ran before; it
 		// still needs a valid signature, tags and the other requirements.
 		facts.Environments = addUnique(slices.Clone(facts.Environments), req.Environment)
 	}
-	d := rules.Evaluate(m, facts)
-	if !d.Allowed {
-		return p.reject(ctx, a, src, req, m, refused(d.Reason, d.Details...))
+	pl.decision = rules.Evaluate(m, facts)
+	if !pl.decision.Allowed {
+		o, err := p.reject(ctx, a, src, req, m, refused(pl.decision.Reason, pl.decision.Details...))
+		return nil, o, err
 	}
+	return pl, outcome{}, nil
+}
 
+// carryOut copies the artifact with its signatures and attestations, tags
+// it and re-verifies it at the target. It returns notes on tag moves at
+// the target, or a refusal when a blocking move is found.
+func (p *Promoter) carryOut(ctx context.Context, pl *plan) ([]string, *outcome, error) {
+	req := pl.req
 	// A tag that already names another digest in the target is a tag move
 	// there too.
 	var details []string
-	for _, t := range d.Tags {
-		prev, err := tagDigest(dstRepo, t, dstOpts)
+	for _, t := range pl.decision.Tags {
+		prev, err := tagDigest(pl.dstRepo, t, pl.dstOpts)
 		if err != nil {
-			return outcome{}, err
+			return nil, nil, err
 		}
 		if prev != "" && prev != req.Digest {
-			if m.Policy().BlockTagMoves {
-				return p.reject(ctx, a, src, req, m, refused(fmt.Sprintf("tag %q already names %s in %s, and tag moves are blocking for %s", t, prev, app, req.Environment)))
+			if pl.m.Policy().BlockTagMoves {
+				o, err := p.reject(ctx, pl.a, pl.src, req, pl.m, refused(fmt.Sprintf("tag %q already names %s in %s, and tag moves are blocking for %s", t, prev, pl.app, req.Environment)))
+				return nil, &o, err
 			}
-			details = append(details, fmt.Sprintf("tag %q moved from %s in %s", t, prev, app))
+			details = append(details, fmt.Sprintf("tag %q moved from %s in %s", t, prev, pl.app))
 		}
 	}
-
-	if _, err := copyArtifact(srcRepo, srcOpts, dstRepo, dstOpts, req.Digest); err != nil {
+	if _, err := copyArtifact(pl.srcRepo, pl.srcOpts, pl.dstRepo, pl.dstOpts, req.Digest); err != nil {
 		if errors.Is(err, errImageNotFound) {
-			return refused(err.Error()), nil
+			o := refused(err.Error())
+			return nil, &o, nil
 		}
-		return outcome{}, err
+		return nil, nil, err
 	}
-	if err := tagTarget(dstRepo, dstOpts, req.Digest, d.Tags); err != nil {
-		return outcome{}, err
+	if err := tagTarget(pl.dstRepo, pl.dstOpts, req.Digest, pl.decision.Tags); err != nil {
+		return nil, nil, err
 	}
 	// The copy must verify at the target with the same key, or it is not a
 	// promotion anyone downstream can check.
-	dstVer, err := verifySignatures(ctx, dstRepo.Digest(req.Digest), dstOpts, ver.Keys[:1])
+	dstRef := pl.dstRepo.Digest(req.Digest)
+	dstVer, err := verifySignatures(ctx, dstRef, pl.dstOpts, pl.ver.Keys[:1])
 	if err != nil {
-		return outcome{}, fmt.Errorf("re-verify at target: %w", err)
+		return nil, nil, fmt.Errorf("re-verify at target: %w", err)
 	}
 	if len(dstVer.Keys) == 0 {
-		return outcome{}, fmt.Errorf("re-verify at target %s: the copied signature does not verify", dstRepo.Digest(req.Digest))
+		return nil, nil, fmt.Errorf("re-verify at target %s: the copied signature does not verify", dstRef)
 	}
+	return details, nil, nil
+}
 
+// nextDeployment builds the new deployment record and its event.
+func (p *Promoter) nextDeployment(pl *plan, details []string) (*customsv1.Event, *deployment) {
+	req := pl.req
 	next := &deployment{
-		Environment: req.Environment, Application: app, Digest: req.Digest,
-		Reference: app + "@" + req.Digest, Tags: d.Tags, PromotedAt: p.now().UTC(),
-		Actor: req.Actor, RuleID: m.Rule.ID, Reason: promotionReason(req, d.Tags),
+		Environment: req.Environment, Application: pl.app, Digest: req.Digest,
+		Reference: pl.app + "@" + req.Digest, Tags: pl.decision.Tags, PromotedAt: p.now().UTC(),
+		Actor: req.Actor, RuleID: pl.m.Rule.ID, Reason: promotionReason(req, pl.decision.Tags),
 	}
-	if dep != nil {
+	if len(details) > 0 {
+		next.Reason += "; " + strings.Join(details, "; ")
+	}
+	if dep := pl.dep; dep != nil {
 		next.Generation = dep.Generation + 1
 		next.History = append([]pastDeployment{{Digest: dep.Digest, PromotedAt: dep.PromotedAt}}, dep.History...)
 		if len(next.History) > maxDeploymentHistory {
 			next.History = next.History[:maxDeploymentHistory]
 		}
 	}
-	next.EventID = backbone.EventID("promoted", req.Environment, app, req.Digest, strconv.Itoa(next.Generation))
-	evt := p.promotedEvent(a, src, next)
-	if len(details) > 0 {
-		evt.GetPromoted().Reason += "; " + strings.Join(details, "; ")
-	}
-	if err := p.record(ctx, evt, next); err != nil {
-		return outcome{}, err
-	}
-	return outcome{Status: customsv1.PromotionCommandStatus_PROMOTION_COMMAND_STATUS_ACCEPTED, Reason: next.Reason, Details: append(d.Details, details...), Event: evt}, nil
+	next.EventID = backbone.EventID("promoted", req.Environment, pl.app, req.Digest, strconv.Itoa(next.Generation))
+	return p.promotedEvent(pl.a, pl.src, next), next
 }
 
 // record publishes the event, then stores the deployment. The event id is
