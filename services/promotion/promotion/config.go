@@ -45,7 +45,7 @@ type ServiceConfig struct {
 func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RulesFile, "promotion-rules", lifecycle.EnvOr("CUSTOMS_PROMOTION_RULES", "deploy/rules/dev.yaml"), "promotion rules YAML file (env CUSTOMS_PROMOTION_RULES)")
 	fs.StringVar(&c.PublicKeys, "promotion-public-keys", lifecycle.EnvOr("CUSTOMS_PROMOTION_PUBLIC_KEYS", ""), "comma-separated [name=]path of trusted cosign public keys (env CUSTOMS_PROMOTION_PUBLIC_KEYS)")
-	fs.StringVar(&c.Registries, "registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), "allowed registries, e.g. 'ghcr.io,localhost:5000;plain-http' (env CUSTOMS_REGISTRIES)")
+	fs.StringVar(&c.Registries, "promotion-registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), "allowed registries, e.g. 'ghcr.io,localhost:5000;plain-http' (env CUSTOMS_REGISTRIES)")
 	fs.DurationVar(&c.ReloadInterval, "promotion-rules-reload", envDuration("CUSTOMS_PROMOTION_RULES_RELOAD", 2*time.Second), "how often to check the rules file for changes (env CUSTOMS_PROMOTION_RULES_RELOAD)")
 	fs.DurationVar(&c.CommandTimeout, "promotion-command-timeout", envDuration("CUSTOMS_PROMOTION_COMMAND_TIMEOUT", 2*time.Minute), "time limit of one Promote or Rollback (env CUSTOMS_PROMOTION_COMMAND_TIMEOUT)")
 }

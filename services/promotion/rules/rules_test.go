@@ -302,3 +302,26 @@ func FuzzClassifyTag(f *testing.F) {
 		}
 	})
 }
+
+// The rules shipped for `make run` must load and do what they say.
+func TestDevRulesFile(t *testing.T) {
+	t.Parallel()
+	f, err := Load(filepath.Join("..", "..", "..", "deploy", "rules", "dev.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staging, ok := f.Target("127.0.0.1:5000", "team/app", "staging")
+	if !ok || !staging.Target.Auto || staging.TargetRepository != "127.0.0.1:5000/staging/team/app" {
+		t.Errorf("staging = %+v", staging)
+	}
+	prod, ok := f.Target("127.0.0.1:5000", "team/app", "prod")
+	if !ok || prod.Target.Auto || prod.Target.Requires != "staging" {
+		t.Errorf("prod = %+v", prod)
+	}
+	if got := f.Targets("127.0.0.1:5000", "staging/team/app"); len(got) != 0 {
+		t.Errorf("promoted copies match rules again: %d targets", len(got))
+	}
+	if d := Evaluate(staging, Facts{Tags: []string{"latest"}, SignedBy: []string{"k"}, Scanned: true}); d.Allowed || !strings.Contains(d.Reason, "floating") {
+		t.Errorf("latest in staging: %+v", d)
+	}
+}
