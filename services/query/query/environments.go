@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -50,16 +51,35 @@ func NewEnvironmentView(log *slog.Logger) *EnvironmentView {
 }
 
 // Run replays artifact.promoted from the start of the stream and follows it
-// until ctx ends.
+// until ctx ends. NATS may be briefly unavailable at start-up (a cluster
+// electing a leader): it keeps trying rather than fail the service.
 func (v *EnvironmentView) Run(ctx context.Context, js jetstream.JetStream) error {
-	cons, err := js.OrderedConsumer(ctx, backbone.StreamArtifacts, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{backbone.SubjectPromoted},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		if ctx.Err() != nil {
+	for attempt := 1; ; attempt++ {
+		err := v.consume(ctx, js)
+		if err == nil || ctx.Err() != nil {
 			return nil
 		}
+		delay := time.Duration(min(attempt, 10)) * 500 * time.Millisecond
+		v.log.Warn("environment view not following the stream; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (v *EnvironmentView) consume(ctx context.Context, js jetstream.JetStream) error {
+	v.mu.RLock()
+	// After a failure, resume after what is already applied.
+	from := v.lastSeq + 1
+	v.mu.RUnlock()
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{backbone.SubjectPromoted}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := js.OrderedConsumer(ctx, backbone.StreamArtifacts, cfg)
+	if err != nil {
 		return fmt.Errorf("environment view consumer: %w", err)
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
@@ -75,9 +95,6 @@ func (v *EnvironmentView) Run(ctx context.Context, js jetstream.JetStream) error
 		v.Apply(&evt, meta.Sequence.Stream)
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
 		return fmt.Errorf("environment view consume: %w", err)
 	}
 	<-ctx.Done()
