@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/customs-dev/customs/gen/go v0.0.0
 	github.com/customs-dev/customs/pkg v0.0.0
+	github.com/customs-dev/customs/services/ingest v0.0.0
 	github.com/customs-dev/customs/services/query v0.0.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/nats-io/nats.go v1.55.0
@@ -39,6 +40,7 @@ require (
 	github.com/zalando/go-keyring v0.2.6 // indirect
 	go.opentelemetry.io/contrib/bridges/prometheus v0.67.0 // indirect
 	go.opentelemetry.io/contrib/exporters/autoexport v0.67.0 // indirect
+	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc v0.21.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp v0.21.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc v1.42.0 // indirect
@@ -168,5 +170,6 @@ require (
 replace (
 	github.com/customs-dev/customs/gen/go => ../../gen/go
 	github.com/customs-dev/customs/pkg => ../../pkg
+	github.com/customs-dev/customs/services/ingest => ../ingest
 	github.com/customs-dev/customs/services/query => ../query
 )

@@ -21,7 +21,7 @@ func BenchmarkPromotionOverhead(b *testing.B) {
 	for _, tag := range []string{"v1.0.0", "v1.0.1"} {
 		d := pushImage(b, e.dev, "team/bench", tag)
 		sign(b, d, e.release)
-		pushed(b, e.pub, d, tag)
+		e.awaitPushed(b, d, tag)
 		scanned(b, e.pub, d, tag, 0)
 		signedEvt(b, e.pub, d, tag, "signed-bench-"+tag)
 		e.deployment(b, "staging", e.dev+"/staging/team/bench", d.DigestStr())

@@ -179,17 +179,6 @@ func publish(t testing.TB, js *backbone.Publisher, evt *customsv1.Event) uint64 
 	return res.Sequence
 }
 
-// pushed publishes artifact.pushed for each tag, as ingest would.
-func pushed(t testing.TB, pub *backbone.Publisher, d name.Digest, tags ...string) {
-	t.Helper()
-	for _, tag := range tags {
-		publish(t, pub, &customsv1.Event{
-			Id: backbone.EventID("pushed", d.String(), tag), Artifact: ref(d, tag), CorrelationId: d.DigestStr(),
-			Payload: &customsv1.Event_Pushed{Pushed: &customsv1.ArtifactPushed{Source: "distribution", Actor: "ci"}},
-		})
-	}
-}
-
 // scanned publishes a synthetic artifact.scanned with a real-shaped
 // summary (the scanner is not part of these tests).
 func scanned(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, critical int32) uint64 {

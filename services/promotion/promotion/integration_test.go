@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,11 +20,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/registries"
 	"github.com/customs-dev/customs/pkg/testkit"
+	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
 )
@@ -63,7 +66,20 @@ func start(t testing.TB) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := testkit.NATS(t)
-	e := &env{dev: testkit.Registry(t, "", ""), prod: testkit.Registry(t, "", ""), js: conn.JS, pub: backbone.NewPublisher(conn.JS)}
+	// The dev registry (sources and staging) notifies a real ingest, as in
+	// `make run`, so artifact.pushed events and their tags come from real
+	// webhooks. The prod registry sends none.
+	ing, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: "promotion-test", MaxBodyBytes: 64 << 10},
+		backbone.NewPublisher(conn.JS), conn.Ready, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := httptest.NewServer(ing.Handler())
+	t.Cleanup(hook.Close)
+	e := &env{
+		dev:  testkit.Registry(t, hook.URL+"/webhooks/distribution", "promotion-test"),
+		prod: testkit.Registry(t, "", ""), js: conn.JS, pub: backbone.NewPublisher(conn.JS),
+	}
 	dir := t.TempDir()
 	e.release = newKey(t, dir, "release")
 	e.rogue = newKey(t, dir, "rogue")
@@ -139,6 +155,30 @@ func (e *env) deployment(t testing.TB, envName, app, digest string) *customsv1.D
 		return fmt.Errorf("not yet: %v", resp.GetEnvironment().GetDeployments())
 	})
 	return got
+}
+
+// awaitPushed waits until ingest has turned the registry's webhooks for
+// every tag of d into artifact.pushed (the projection shows the tags), as
+// the scanner would before scanning.
+func (e *env) awaitPushed(t testing.TB, d name.Digest, tags ...string) {
+	t.Helper()
+	eventually(t, "artifact.pushed for "+d.String(), func() error {
+		resp, err := e.api.GetArtifact(context.Background(), &customsv1.GetArtifactRequest{Selector: &customsv1.GetArtifactRequest_Digest{Digest: d.DigestStr()}})
+		if err != nil {
+			return err
+		}
+		for _, l := range resp.GetArtifact().GetLocations() {
+			if l.GetRegistry() == d.RegistryStr() && l.GetRepository() == d.RepositoryStr() {
+				for _, tag := range tags {
+					if !slices.Contains(l.GetTags(), tag) {
+						return fmt.Errorf("tags %v, want %s", l.GetTags(), tag)
+					}
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("locations %v", resp.GetArtifact().GetLocations())
+	})
 }
 
 // rejection waits for the promote stage of digest to be rejected and
@@ -239,7 +279,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 	img := pushImage(t, e.dev, "team/app", "v1.2.3", sha)
 	sign(t, img, e.release)
 	attestSBOM(t, img, e.release)
-	pushed(t, e.pub, img, "v1.2.3", sha)
+	e.awaitPushed(t, img, "v1.2.3", sha)
 	scanned(t, e.pub, img, "v1.2.3", 0)
 	signedEvt(t, e.pub, img, "v1.2.3", "signed-app-1")
 
@@ -330,7 +370,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 	t.Run("refusals", func(t *testing.T) {
 		// Unsigned image, promoted by hand.
 		unsigned := pushImage(t, e.dev, "team/unsigned", "v1.0.0")
-		pushed(t, e.pub, unsigned, "v1.0.0")
+		e.awaitPushed(t, unsigned, "v1.0.0")
 		e.consumerDone(t, scanned(t, e.pub, unsigned, "v1.0.0", 0))
 		_, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
 			Selector: &customsv1.PromoteRequest_Digest{Digest: unsigned.DigestStr()}, Environment: "staging", Actor: "bob", Reason: "try",
@@ -342,7 +382,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		// Signed, but by a key nobody configured.
 		rogue := pushImage(t, e.dev, "team/rogue", "v1.0.0")
 		sign(t, rogue, e.rogue)
-		pushed(t, e.pub, rogue, "v1.0.0")
+		e.awaitPushed(t, rogue, "v1.0.0")
 		scanned(t, e.pub, rogue, "v1.0.0", 0)
 		signedEvt(t, e.pub, rogue, "v1.0.0", "signed-rogue")
 		if st := e.rejection(t, rogue.DigestStr()); !strings.Contains(st.GetReason(), "no signature in the registry verifies") {
@@ -352,7 +392,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		// A forged artifact.signed, straight to NATS, for an image nobody
 		// signed.
 		forged := pushImage(t, e.dev, "team/forged", "v1.0.0")
-		pushed(t, e.pub, forged, "v1.0.0")
+		e.awaitPushed(t, forged, "v1.0.0")
 		scanned(t, e.pub, forged, "v1.0.0", 0)
 		signedEvt(t, e.pub, forged, "v1.0.0", "signed-forged")
 		if st := e.rejection(t, forged.DigestStr()); !strings.Contains(st.GetReason(), "no signature") {
@@ -362,7 +402,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		// latest: scanned and signed, never promoted, and the API says why.
 		latest := pushImage(t, e.dev, "team/web", "latest")
 		sign(t, latest, e.release)
-		pushed(t, e.pub, latest, "latest")
+		e.awaitPushed(t, latest, "latest")
 		scanned(t, e.pub, latest, "latest", 0)
 		signedEvt(t, e.pub, latest, "latest", "signed-latest")
 		st := e.rejection(t, latest.DigestStr())
@@ -378,7 +418,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		critical := pushImage(t, e.dev, "team/api", "v2.0.0")
 		sign(t, critical, e.release)
 		attestSBOM(t, critical, e.release)
-		pushed(t, e.pub, critical, "v2.0.0")
+		e.awaitPushed(t, critical, "v2.0.0")
 		scanned(t, e.pub, critical, "v2.0.0", 1)
 		signedEvt(t, e.pub, critical, "v2.0.0", "signed-critical")
 		if st := e.rejection(t, critical.DigestStr()); !strings.Contains(st.GetReason(), "critical findings exceed") {
@@ -398,7 +438,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 	t.Run("a new version, then a rollback", func(t *testing.T) {
 		next := pushImage(t, e.dev, "team/app", "v1.2.4")
 		sign(t, next, e.release)
-		pushed(t, e.pub, next, "v1.2.4")
+		e.awaitPushed(t, next, "v1.2.4")
 		scanned(t, e.pub, next, "v1.2.4", 0)
 		signedEvt(t, e.pub, next, "v1.2.4", "signed-app-2")
 		e.deployment(t, "staging", stagingApp, next.DigestStr())
@@ -432,7 +472,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 		moved := pushImage(t, e.dev, "team/app", "v1.2.3")
 		sign(t, moved, e.release)
 		attestSBOM(t, moved, e.release)
-		pushed(t, e.pub, moved, "v1.2.3")
+		e.awaitPushed(t, moved, "v1.2.3")
 		scanned(t, e.pub, moved, "v1.2.3", 0)
 		signedEvt(t, e.pub, moved, "v1.2.3", "signed-moved")
 		// Staging does not block moves, but says one happened at the target.
@@ -457,6 +497,37 @@ func TestPromotionEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("rules reload: staging switched to manual", func(t *testing.T) {
+		manual := strings.Replace(fmt.Sprintf(rulesTmpl, e.prod), "auto: true", "auto: false", 1)
+		if err := os.WriteFile(e.rulesFile, []byte(manual), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The service polls every 100ms; a broken file in between would be
+		// ignored, so give it a few cycles.
+		time.Sleep(500 * time.Millisecond)
+		d := pushImage(t, e.dev, "team/reload", "v3.0.0")
+		sign(t, d, e.release)
+		e.awaitPushed(t, d, "v3.0.0")
+		scanned(t, e.pub, d, "v3.0.0", 0)
+		e.consumerDone(t, signedEvt(t, e.pub, d, "v3.0.0", "signed-reload"))
+		resp, err := e.api.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "staging"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dep := range resp.GetEnvironment().GetDeployments() {
+			if dep.GetDigest() == d.DigestStr() {
+				t.Errorf("auto-promoted after the rules made staging manual: %v", dep)
+			}
+		}
+		// A manual promotion still works.
+		if _, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
+			Selector: &customsv1.PromoteRequest_Digest{Digest: d.DigestStr()}, Environment: "staging", Actor: "dave", Reason: "manual now",
+		}); err != nil {
+			t.Errorf("manual Promote after reload: %v", err)
+		}
+		e.deployment(t, "staging", e.dev+"/staging/team/reload", d.DigestStr())
+	})
+
 	t.Run("rescan re-publishes the push", func(t *testing.T) {
 		resp, err := e.api.RequestRescan(ctx, &customsv1.RequestRescanRequest{Digest: img.DigestStr(), RequestId: "r1"})
 		if err != nil {
@@ -465,16 +536,34 @@ func TestPromotionEndToEnd(t *testing.T) {
 		if resp.GetEventId() != backbone.EventID("rescan", img.DigestStr(), "r1") {
 			t.Errorf("event id = %s", resp.GetEventId())
 		}
-		s, err := e.js.Stream(ctx, backbone.StreamArtifacts)
+		// Webhooks for the promotions' own pushes land on the same subject,
+		// so look for the rescan by its id.
+		cons, err := e.js.OrderedConsumer(ctx, backbone.StreamArtifacts, jetstream.OrderedConsumerConfig{FilterSubjects: []string{backbone.SubjectPushed}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg, err := s.GetLastMsgForSubject(ctx, backbone.SubjectPushed)
-		if err != nil {
-			t.Fatal(err)
+		var found *customsv1.Event
+		for found == nil {
+			batch, err := cons.FetchNoWait(100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for msg := range batch.Messages() {
+				n++
+				if msg.Headers().Get("Nats-Msg-Id") == resp.GetEventId() {
+					found = &customsv1.Event{}
+					if err := proto.Unmarshal(msg.Data(), found); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if n == 0 {
+				break
+			}
 		}
-		if msg.Header.Get("Nats-Msg-Id") != resp.GetEventId() {
-			t.Errorf("last pushed event is %s, want the rescan", msg.Header.Get("Nats-Msg-Id"))
+		if found == nil || found.GetPushed().GetSource() != "rescan" || found.GetArtifact().GetDigest() != img.DigestStr() {
+			t.Errorf("rescan event = %v", found)
 		}
 	})
 }

@@ -112,11 +112,17 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 	case *customsv1.Event_Scanned:
 		return s.promoter.indexArtifact(ctx, evt, func(a *artifactInfo) {
 			a.Scanned = true
+			// The event's tag is only a candidate: decide keeps it only if
+			// the registry says it still names this digest.
+			a.source(ref.GetRegistry(), ref.GetRepository()).addTag(ref.GetTag())
 			c := p.Scanned.GetSummary().GetCounts()
 			a.Counts = map[string]int{"critical": int(c.GetCritical()), "high": int(c.GetHigh()), "medium": int(c.GetMedium()), "low": int(c.GetLow()), "unknown": int(c.GetUnknown())}
 		})
 	case *customsv1.Event_Signed:
-		if err := s.promoter.indexArtifact(ctx, evt, func(a *artifactInfo) { a.Signed = true }); err != nil {
+		if err := s.promoter.indexArtifact(ctx, evt, func(a *artifactInfo) {
+			a.Signed = true
+			a.source(ref.GetRegistry(), ref.GetRepository()).addTag(ref.GetTag())
+		}); err != nil {
 			return err
 		}
 		return s.autoPromote(ctx, evt, log)

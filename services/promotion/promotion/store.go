@@ -60,6 +60,8 @@ func (a *artifactInfo) source(registry, repository string) *source {
 	return s
 }
 
+func (s *source) addTag(tag string) { s.Tags = addUnique(s.Tags, tag) }
+
 // deployment is what one application runs in one environment.
 type deployment struct {
 	Environment string    `json:"environment"`
