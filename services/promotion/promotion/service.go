@@ -134,6 +134,25 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 // rule order, so staging is done before a prod that requires it.
 func (s *Service) autoPromote(ctx context.Context, evt *customsv1.Event, log *slog.Logger) error {
 	ref := evt.GetArtifact()
+	// Copying a large image can outlast the ack wait: keep telling
+	// JetStream the message is being worked on, or it is redelivered
+	// while the first copy is still running.
+	if mi, ok := backbone.Info(ctx); ok && mi.InProgress != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(20 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					_ = mi.InProgress()
+				}
+			}
+		}()
+	}
 	for _, m := range s.rules.Current().Targets(ref.GetRegistry(), ref.GetRepository()) {
 		if !m.Target.Auto {
 			continue
