@@ -29,6 +29,7 @@ import (
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
+	"github.com/customs-dev/customs/services/signer/signer"
 )
 
 // env is one running system: NATS, a dev registry (sources and staging),
@@ -42,6 +43,7 @@ type env struct {
 	rogue     *testKey
 	rulesFile string
 	svc       *promotion.Service
+	signerPub string
 }
 
 const rulesTmpl = `
@@ -62,8 +64,19 @@ rules:
           block_tag_moves: true
 `
 
-func start(t testing.TB) *env {
+// startOpts changes what start runs.
+type startOpts struct {
+	// withSigner runs the real signer service with a generated cosign key
+	// pair, trusted by the promotion service as key "signer".
+	withSigner bool
+}
+
+func start(t testing.TB, opts ...startOpts) *env {
 	t.Helper()
+	var o startOpts
+	for _, x := range opts {
+		o = x
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := testkit.NATS(t)
 	// The dev registry (sources and staging) notifies a real ingest, as in
@@ -92,8 +105,22 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	log := testkit.Logger(t)
+	keys := "release=" + e.release.file
+	var signerSvc *signer.Service
+	if o.withSigner {
+		files, _, err := signer.EnsureKeyPair(filepath.Join(dir, "signer"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.signerPub = files.PublicKey
+		keys += ",signer=" + files.PublicKey
+		if signerSvc, err = signer.NewService(ctx, signer.ServiceConfig{Key: files.PrivateKey, KeyPasswordFile: files.Password},
+			conn.JS, log.With("service", "signer"), allow); err != nil {
+			t.Fatal(err)
+		}
+	}
 	svc, err := promotion.NewService(ctx, promotion.ServiceConfig{
-		RulesFile: e.rulesFile, PublicKeys: "release=" + e.release.file, ReloadInterval: 100 * time.Millisecond,
+		RulesFile: e.rulesFile, PublicKeys: keys, ReloadInterval: 100 * time.Millisecond,
 	}, conn.JS, conn.NC, log.With("service", "promotion"), allow)
 	if err != nil {
 		t.Fatal(err)
@@ -107,9 +134,14 @@ func start(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
+	running := 2
 	go func() { _ = svc.Run(ctx); done <- struct{}{} }()
 	go func() { _ = qs.Run(ctx, ln); done <- struct{}{} }()
+	if signerSvc != nil {
+		running++
+		go func() { _ = signerSvc.Run(ctx); done <- struct{}{} }()
+	}
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +150,9 @@ func start(t testing.TB) *env {
 	t.Cleanup(func() {
 		_ = cc.Close()
 		cancel()
-		<-done
-		<-done
+		for range running {
+			<-done
+		}
 	})
 	return e
 }
@@ -566,4 +599,52 @@ func TestPromotionEndToEnd(t *testing.T) {
 			t.Errorf("rescan event = %v", found)
 		}
 	})
+}
+
+// TestPromotionWithRealSigner is the `make run` acceptance path with the
+// real signer service: an image pushed as team/app:v1.2.3 plus its git SHA
+// tag is scanned (synthetic event), signed and attested by the signer,
+// and ends up in staging pinned by digest and verifiable with the
+// signer's cosign.pub; a latest push is signed but never promoted, and
+// the API says why.
+func TestPromotionWithRealSigner(t *testing.T) {
+	e := start(t, startOpts{withSigner: true})
+	ctx := context.Background()
+	signerKey := &testKey{file: e.signerPub}
+	var err error
+	if signerKey.pubPEM, err = os.ReadFile(e.signerPub); err != nil {
+		t.Fatal(err)
+	}
+
+	const sha = "0a1b2c3d4e5f"
+	img := pushImage(t, e.dev, "team/app", "v1.2.3", sha)
+	e.awaitPushed(t, img, "v1.2.3", sha)
+	scanned(t, e.pub, img, "v1.2.3", 0)
+	stagingApp := e.dev + "/staging/team/app"
+	d := e.deployment(t, "staging", stagingApp, img.DigestStr())
+	if d.GetReference() != stagingApp+"@"+img.DigestStr() || !slices.Equal(d.GetTags(), []string{sha, "v1.2.3"}) {
+		t.Errorf("staging deployment = %v", d)
+	}
+	if d.GetSignature().GetKeyId() == "" || d.GetScan().GetScanner() != "trivy" {
+		t.Errorf("staging deployment lacks the sign or scan summary: %v", d)
+	}
+	// The signer's signature and its vuln attestation verify at the target.
+	if err := verifyAt(ctx, mustDigest(t, d.GetReference()), signerKey, true); err != nil {
+		t.Errorf("signer's signature at staging: %v", err)
+	}
+
+	latest := pushImage(t, e.dev, "team/web", "latest")
+	e.awaitPushed(t, latest, "latest")
+	scanned(t, e.pub, latest, "latest", 0)
+	st := e.rejection(t, latest.DigestStr())
+	if !strings.Contains(st.GetReason(), `"latest" is a floating tag`) {
+		t.Errorf("latest: reason %q", st.GetReason())
+	}
+	art, err := e.api.GetArtifact(ctx, &customsv1.GetArtifactRequest{Selector: &customsv1.GetArtifactRequest_Digest{Digest: latest.DigestStr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if art.GetArtifact().GetSignature() == nil {
+		t.Error("the latest image was not signed by the signer, so the test proves nothing about promotion")
+	}
 }
