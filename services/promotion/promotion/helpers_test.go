@@ -183,12 +183,18 @@ func publish(t testing.TB, js *backbone.Publisher, evt *customsv1.Event) uint64 
 // summary (the scanner is not part of these tests).
 func scanned(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, critical int32) uint64 {
 	t.Helper()
+	return scannedWith(t, pub, d, tag, critical, nil)
+}
+
+// scannedWith is scanned with the build provenance the scanner passes on.
+func scannedWith(t testing.TB, pub *backbone.Publisher, d name.Digest, tag string, critical int32, prov *customsv1.Provenance) uint64 {
+	t.Helper()
 	return publish(t, pub, &customsv1.Event{
 		Id: backbone.EventID("scanned", d.String()), Artifact: ref(d, tag), CorrelationId: d.DigestStr(),
 		Payload: &customsv1.Event_Scanned{Scanned: &customsv1.ArtifactScanned{Summary: &customsv1.ScanSummary{
 			Counts:  &customsv1.SeverityCounts{Critical: critical, High: 2, Medium: 5},
 			Scanner: "trivy", ScannerVersion: "0.74.0", DbVersion: "2", PackageCount: 14, ScannedAt: timestamppb.Now(),
-		}}},
+		}, Provenance: prov}},
 	})
 }
 

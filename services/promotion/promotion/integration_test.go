@@ -472,9 +472,15 @@ func TestPromotionEndToEnd(t *testing.T) {
 		next := pushImage(t, e.dev, "team/app", "v1.2.4")
 		sign(t, next, e.release)
 		e.awaitPushed(t, next, "v1.2.4")
-		scanned(t, e.pub, next, "v1.2.4", 0)
+		// Only the version was pushed; the git SHA comes from provenance.
+		scannedWith(t, e.pub, next, "v1.2.4", 0, &customsv1.Provenance{GitSha: "abcdef1", SourceRepository: "https://example.com/app"})
 		signedEvt(t, e.pub, next, "v1.2.4", "signed-app-2")
-		e.deployment(t, "staging", stagingApp, next.DigestStr())
+		if d := e.deployment(t, "staging", stagingApp, next.DigestStr()); !slices.Equal(d.GetTags(), []string{"abcdef1", "v1.2.4"}) {
+			t.Errorf("staging tags = %v, want the provenance git SHA too", d.GetTags())
+		}
+		if got := tagsAt(t, stagingApp, "abcdef1"); got["abcdef1"] != next.DigestStr() {
+			t.Errorf("git SHA tag at staging = %v", got)
+		}
 
 		resp, err := e.api.Rollback(ctx, &customsv1.RollbackRequest{Environment: "staging", Application: stagingApp, Actor: "carol", Reason: "v1.2.4 breaks login"})
 		if err != nil {

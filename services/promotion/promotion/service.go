@@ -115,6 +115,7 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 			// The event's tag is only a candidate: decide keeps it only if
 			// the registry says it still names this digest.
 			a.source(ref.GetRegistry(), ref.GetRepository()).addTag(ref.GetTag())
+			a.setProvenance(p.Scanned.GetProvenance())
 			c := p.Scanned.GetSummary().GetCounts()
 			a.Counts = map[string]int{"critical": int(c.GetCritical()), "high": int(c.GetHigh()), "medium": int(c.GetMedium()), "low": int(c.GetLow()), "unknown": int(c.GetUnknown())}
 		})
@@ -324,14 +325,7 @@ func (p *Promoter) indexPush(ctx context.Context, evt *customsv1.Event, pushed *
 		if moved {
 			s.MovedTags = addUnique(s.MovedTags, ref.GetTag())
 		}
-		if pv := pushed.GetProvenance(); pv != nil {
-			if rules.IsGitSHA(pv.GetGitSha()) {
-				a.GitSHA = pv.GetGitSha()
-			}
-			if rules.IsSemver(pv.GetSemver()) {
-				a.Semver = pv.GetSemver()
-			}
-		}
+		a.setProvenance(pushed.GetProvenance())
 	})
 }
 
@@ -353,6 +347,17 @@ func (p *Promoter) indexArtifact(ctx context.Context, evt *customsv1.Event, fn f
 		fn(a)
 		return true, nil
 	})
+}
+
+// setProvenance keeps the provenance's semver and git SHA when they are
+// valid tags; they become target tags (the CI may push only one of them).
+func (a *artifactInfo) setProvenance(pv *customsv1.Provenance) {
+	if rules.IsGitSHA(pv.GetGitSha()) {
+		a.GitSHA = pv.GetGitSha()
+	}
+	if rules.IsSemver(pv.GetSemver()) {
+		a.Semver = pv.GetSemver()
+	}
 }
 
 func removeString(list []string, v string) []string {
