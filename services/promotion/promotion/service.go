@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,6 +78,9 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	}
 	for _, k := range keys {
 		log.Info("trusted public key", "name", k.Name, "key_id", k.ID)
+	}
+	for _, w := range checkRules(rs.Current(), keys, allow) {
+		log.Warn("promotion rules: "+w, "file", cfg.RulesFile)
 	}
 	return s, nil
 }
@@ -358,6 +363,30 @@ func (a *artifactInfo) setProvenance(pv *customsv1.Provenance) {
 	if rules.IsSemver(pv.GetSemver()) {
 		a.Semver = pv.GetSemver()
 	}
+}
+
+// checkRules lists what in the rules can never work with this
+// configuration: keys nobody configured, target registries off the
+// allow-list. They are warnings, since the rules file may be ahead of the
+// deployment, but every promotion they govern would be refused.
+func checkRules(f *rules.File, keys []*PublicKey, allow *registries.AllowList) []string {
+	var out []string
+	for _, r := range f.Rules {
+		for _, t := range r.Targets {
+			for _, want := range t.Keys {
+				if !slices.ContainsFunc(keys, func(k *PublicKey) bool { return k.Name == want || k.ID == want }) {
+					out = append(out, fmt.Sprintf("rule %s target %s: key %q is not configured", r.ID, t.Environment, want))
+				}
+			}
+			host, _, _ := strings.Cut(t.Repository, "/")
+			if !strings.Contains(host, "{") {
+				if _, err := allow.Lookup(host); err != nil {
+					out = append(out, fmt.Sprintf("rule %s target %s: %v", r.ID, t.Environment, err))
+				}
+			}
+		}
+	}
+	return out
 }
 
 func removeString(list []string, v string) []string {

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/registries"
+	"github.com/customs-dev/customs/services/promotion/rules"
 )
 
 const testDigest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -119,5 +121,28 @@ func TestPredicateType(t *testing.T) {
 		if got := predicateType(func() ([]byte, error) { return []byte(bad), nil }); got != "" {
 			t.Errorf("predicateType(%q) = %q", bad, got)
 		}
+	}
+}
+
+func TestCheckRules(t *testing.T) {
+	t.Parallel()
+	f, err := rules.Parse([]byte(`
+rules:
+  - id: r
+    source: "*/team/*"
+    targets:
+      - {environment: staging, repository: "{registry}/staging/{repository}", keys: [release]}
+      - {environment: prod, repository: "prod.example.com/app", keys: [ops]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow, err := registries.Parse("reg.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := checkRules(f, []*PublicKey{{Name: "release", ID: "sha256:x"}}, allow)
+	if len(got) != 2 || !strings.Contains(got[0], `key "ops"`) || !strings.Contains(got[1], "prod.example.com") {
+		t.Errorf("checkRules = %q", got)
 	}
 }
