@@ -60,7 +60,7 @@ func envDuration(key string, def time.Duration) time.Duration {
 // Validate checks the configuration and fills in defaults.
 func (c *ServiceConfig) Validate() error {
 	if c.RulesFile == "" {
-		return errors.New("promotion: a rules file is required")
+		return errors.New("a rules file is required (CUSTOMS_PROMOTION_RULES)")
 	}
 	if c.ReloadInterval <= 0 {
 		c.ReloadInterval = 2 * time.Second

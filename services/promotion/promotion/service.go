@@ -51,11 +51,11 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	}
 	rs, err := rules.NewStore(cfg.RulesFile, log.With("component", "rules"))
 	if err != nil {
-		return nil, fmt.Errorf("promotion: %w", err)
+		return nil, err
 	}
 	keys, err := LoadPublicKeys(cfg.PublicKeys)
 	if err != nil {
-		return nil, fmt.Errorf("promotion: %w", err)
+		return nil, err
 	}
 	st, err := ensureStore(ctx, js, cfg.Replicas)
 	if err != nil {
