@@ -263,6 +263,8 @@ func BenchmarkGetEnvironmentMarshal(b *testing.B) {
 	}
 	slices.Sort(durs)
 	b.ReportMetric(float64(durs[len(durs)*99/100].Nanoseconds())/1e3, "p99-µs")
+	resp, _ := s.GetEnvironment(context.Background(), &customsv1.GetEnvironmentRequest{Name: "prod"})
+	b.ReportMetric(float64(proto.Size(resp)), "response-bytes")
 }
 
 // The cached join must follow both new promotions and new scan results.
