@@ -57,6 +57,7 @@ func run() error {
 	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
 		return err
 	}
+	cfg.Replicas = streams.Replicas
 	svc, err := promotion.NewService(ctx, cfg, nc.JS, nc.NC, log, nil)
 	if err != nil {
 		return err
