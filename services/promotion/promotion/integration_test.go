@@ -5,11 +5,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +48,8 @@ type env struct {
 	rulesFile string
 	svc       *promotion.Service
 	signerPub string
+	// prodWrites counts write requests to the prod registry.
+	prodWrites atomic.Int64
 }
 
 const rulesTmpl = `
@@ -90,9 +96,24 @@ func start(t testing.TB, opts ...startOpts) *env {
 	hook := httptest.NewServer(ing.Handler())
 	t.Cleanup(hook.Close)
 	e := &env{
-		dev:  testkit.Registry(t, hook.URL+"/webhooks/distribution", "promotion-test"),
-		prod: testkit.Registry(t, "", ""), js: conn.JS, pub: backbone.NewPublisher(conn.JS),
+		dev: testkit.Registry(t, hook.URL+"/webhooks/distribution", "promotion-test"),
+		js:  conn.JS, pub: backbone.NewPublisher(conn.JS),
 	}
+	// The prod registry sits behind a proxy that counts writes, so a test
+	// can tell that a repeated promotion copied nothing.
+	prodURL, err := url.Parse("http://" + testkit.Registry(t, "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(prodURL)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			e.prodWrites.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	e.prod = strings.TrimPrefix(proxy.URL, "http://")
 	dir := t.TempDir()
 	e.release = newKey(t, dir, "release")
 	e.rogue = newKey(t, dir, "rogue")
@@ -372,11 +393,18 @@ func TestPromotionEndToEnd(t *testing.T) {
 		if err := verifyAt(ctx, mustDigest(t, d.GetReference()), e.release, true); err != nil {
 			t.Errorf("cosign library at prod: %v", err)
 		}
+		writes := e.prodWrites.Load()
+		if writes == 0 {
+			t.Fatal("the promotion wrote nothing to the prod registry")
+		}
 		again, err := e.api.Promote(ctx, &customsv1.PromoteRequest{
 			Selector: &customsv1.PromoteRequest_Digest{Digest: img.DigestStr()}, Environment: "prod", Actor: "alice", Reason: "again",
 		})
 		if err != nil || !again.GetAlreadyPromoted() {
 			t.Errorf("second Promote = %v, %v; want already promoted", again, err)
+		}
+		if got := e.prodWrites.Load(); got != writes {
+			t.Errorf("the repeated promotion wrote %d more requests to the prod registry", got-writes)
 		}
 	})
 
