@@ -10,7 +10,7 @@ export OTEL_TRACES_EXPORTER ?= none
 GO        ?= go
 BIN       := $(CURDIR)/bin
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
-SERVICES  := ingest query signer customs customsctl
+SERVICES  := ingest query signer promotion customs customsctl
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -84,6 +84,11 @@ bench-signer: ## signer: signatures/s (sign, sign+2 attestations), memory over 1
 	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSign$$|BenchmarkSignAttest$$' -benchtime $${SIGNER_BENCH_N:-2000}x -benchmem
 	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkCosignCLISign' -benchtime 20x
 	cd services/signer && $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSignMemory' -benchtime 1x -timeout 60m
+
+.PHONY: bench-promotion
+bench-promotion: ## promotion overhead (without the copy) and GetEnvironment for 1,000 applications
+	cd services/promotion && $(GO) test -run '^$$' -bench . -benchtime 3s ./...
+	cd services/query && $(GO) test -run '^$$' -bench GetEnvironment -benchtime 3s ./query/
 
 # The stock trivy CLI at the version the scanner links, built from the module
 # cache with the scanner's build list (so it shares the build cache).

@@ -31,6 +31,9 @@ type ConnConfig struct {
 	// ConnectTimeout bounds the wait for an external server at start-up.
 	// Default 30s.
 	ConnectTimeout time.Duration
+	// PublishConnections is how many connections Publisher spreads
+	// synchronous publishes over. Default 1.
+	PublishConnections int
 
 	// Embedded server settings, used only when URL is empty.
 	DataDir string
@@ -46,6 +49,15 @@ type Conn struct {
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Embedded *server.Server
+	// publishNC are the extra connections behind Publisher.
+	publishNC []*nats.Conn
+	publishJS []jetstream.JetStream
+}
+
+// Publisher returns a Publisher over this connection and its extra publish
+// connections.
+func (c *Conn) Publisher() *Publisher {
+	return NewPublisher(append([]jetstream.JetStream{c.JS}, c.publishJS...)...)
 }
 
 // Connect connects to NATS, starting the embedded server first if no URL is
@@ -116,11 +128,28 @@ func Connect(ctx context.Context, cfg ConnConfig, log *slog.Logger) (*Conn, erro
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	c.JS = js
+	for i := 1; i < cfg.PublishConnections; i++ {
+		pnc, err := nats.Connect(url, opts...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("connect publish connection to NATS at %s: %w", redactURL(url), err)
+		}
+		c.publishNC = append(c.publishNC, pnc)
+		pjs, err := jetstream.New(pnc)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		c.publishJS = append(c.publishJS, pjs)
+	}
 	return c, nil
 }
 
 // Close drains the connection and shuts the embedded server down.
 func (c *Conn) Close() {
+	for _, pnc := range c.publishNC {
+		_ = pnc.Drain()
+	}
 	if c.NC != nil {
 		_ = c.NC.Drain()
 		// Drain is asynchronous; wait for it so pending acks go out before

@@ -17,6 +17,7 @@ func (c *ConnConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Password, "nats-password", os.Getenv("CUSTOMS_NATS_PASSWORD"), "NATS password (env CUSTOMS_NATS_PASSWORD)")
 	fs.StringVar(&c.Token, "nats-token", os.Getenv("CUSTOMS_NATS_TOKEN"), "NATS token (env CUSTOMS_NATS_TOKEN)")
 	fs.StringVar(&c.DataDir, "nats-data-dir", lifecycle.EnvOr("CUSTOMS_NATS_DATA_DIR", "./.customs-data/nats"), "embedded NATS JetStream storage directory (env CUSTOMS_NATS_DATA_DIR)")
+	fs.IntVar(&c.PublishConnections, "nats-publish-connections", lifecycle.EnvInt("CUSTOMS_NATS_PUBLISH_CONNECTIONS", 4), "connections to spread event publishes over; one connection caps concurrent publishes (env CUSTOMS_NATS_PUBLISH_CONNECTIONS)")
 	fs.IntVar(&c.Port, "nats-port", lifecycle.EnvInt("CUSTOMS_NATS_PORT", 4222), "embedded NATS client port, -1 for any free port (env CUSTOMS_NATS_PORT)")
 }
 

@@ -23,6 +23,10 @@ const (
 	StreamDeadLetter = "DEADLETTER"
 	// SubjectDeadLetterPrefix is followed by the consumer name.
 	SubjectDeadLetterPrefix = "deadletter."
+	// SubjectPromotionCommand carries Promote and Rollback commands to the
+	// promotion service (core NATS request/reply, not a stream): a
+	// customsv1.PromotionCommand, answered by a PromotionCommandResult.
+	SubjectPromotionCommand = "customs.cmd.promotion"
 )
 
 // SubjectFor returns the subject an event is published on, derived from its

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/customs-dev/customs/pkg v0.0.0
 	github.com/customs-dev/customs/services/ingest v0.0.0
+	github.com/customs-dev/customs/services/promotion v0.0.0
 	github.com/customs-dev/customs/services/query v0.0.0
 	github.com/customs-dev/customs/services/signer v0.0.0
 	github.com/prometheus/client_golang v1.25.0
@@ -218,6 +219,7 @@ replace (
 	github.com/customs-dev/customs/gen/go => ../../gen/go
 	github.com/customs-dev/customs/pkg => ../../pkg
 	github.com/customs-dev/customs/services/ingest => ../ingest
+	github.com/customs-dev/customs/services/promotion => ../promotion
 	github.com/customs-dev/customs/services/query => ../query
 	github.com/customs-dev/customs/services/signer => ../signer
 )

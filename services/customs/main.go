@@ -29,6 +29,7 @@ import (
 	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/ingest/ingest"
+	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
@@ -45,6 +46,7 @@ type config struct {
 	ingest           ingest.ServiceConfig
 	query            query.ServiceConfig
 	signer           signer.ServiceConfig
+	promotion        promotion.ServiceConfig
 	grpcSecurity     grpcserver.Config
 }
 
@@ -69,6 +71,7 @@ func run() error {
 	cfg.ingest.RegisterFlags(flags)
 	cfg.query.RegisterFlags(flags)
 	cfg.signer.RegisterFlags(flags)
+	cfg.promotion.RegisterFlags(flags)
 	cfg.grpcSecurity.RegisterFlags(flags)
 	_ = flags.Parse(os.Args[1:])
 	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
@@ -105,9 +108,15 @@ func run() error {
 		dev := "127.0.0.1:" + port + ";plain-http,localhost:" + port + ";plain-http"
 		cfg.ingest.Registries = joinSpec(cfg.ingest.Registries, dev)
 		cfg.signer.Registries = joinSpec(cfg.signer.Registries, dev)
+		cfg.promotion.Registries = joinSpec(cfg.promotion.Registries, dev)
 	}
-	if _, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log); err != nil {
+	pub, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log)
+	if err != nil {
 		return err
+	}
+	if cfg.promotion.PublicKeys == "" && pub != "" {
+		// Promotion verifies what the signer signed, with the same key.
+		cfg.promotion.PublicKeys = "signer=" + pub
 	}
 
 	cfg.conn.Name = "customs"
@@ -125,7 +134,7 @@ func run() error {
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
 	// In one process, ingest's listener also serves /metrics, /healthz and
 	// /readyz for everything.
-	ingestPub := backbone.NewPublisher(nc.JS)
+	ingestPub := nc.Publisher()
 	ingestSrv, err := ingest.NewService(cfg.ingest, ingestPub, nc.Ready, log.With("service", "ingest"))
 	if err != nil {
 		return err
@@ -153,7 +162,12 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable, signer.Durable); err != nil {
+	cfg.promotion.Replicas = cfg.streams.Replicas
+	promoSvc, err := promotion.NewService(ctx, cfg.promotion, nc.JS, nc.NC, log.With("service", "promotion"), nil)
+	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable, signer.Durable, promotion.ConsumerDurable); err != nil {
 		return err
 	}
 	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
@@ -169,6 +183,7 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	g.Go(func() error { return lifecycle.ServeHTTP(ctx, ingestLn, ingestSrv.Handler(), log) })
 	g.Go(func() error { return querySvc.Run(ctx, queryLn) })
 	g.Go(func() error { return signerSvc.Run(ctx) })
+	g.Go(func() error { return promoSvc.Run(ctx) })
 	if !cfg.registryDisabled {
 		regLn, err := net.Listen("tcp", cfg.registryListen)
 		if err != nil {

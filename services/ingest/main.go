@@ -59,7 +59,7 @@ func run() error {
 	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
 		return err
 	}
-	pub := backbone.NewPublisher(nc.JS)
+	pub := nc.Publisher()
 	srv, err := ingest.NewService(cfg, pub, nc.Ready, log)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +29,9 @@ type ReadModel struct {
 	byShortRef map[string]map[string]string // repo:tag -> registry -> digest
 	subs       map[*subscriber]struct{}
 	synced     chan struct{}
+	// version counts changes, so views derived from the model (the
+	// environment view) know when a cached join is stale.
+	version atomic.Uint64
 }
 
 type subscriber struct {
@@ -110,6 +114,7 @@ func (m *ReadModel) put(a *customsv1.Artifact) {
 	}
 	m.artifacts[a.GetDigest()] = a
 	m.index(a)
+	m.version.Add(1)
 	subs := make([]*subscriber, 0, len(m.subs))
 	for s := range m.subs {
 		subs = append(subs, s)
@@ -136,6 +141,7 @@ func (m *ReadModel) remove(key string) {
 	if a, ok := m.artifacts[d]; ok {
 		m.unindex(a)
 		delete(m.artifacts, d)
+		m.version.Add(1)
 	}
 }
 
@@ -169,6 +175,9 @@ func (m *ReadModel) unindex(a *customsv1.Artifact) {
 		}
 	}
 }
+
+// Version changes whenever an artifact is added, replaced or removed.
+func (m *ReadModel) Version() uint64 { return m.version.Load() }
 
 // Get returns the artifact with digest.
 func (m *ReadModel) Get(digest string) (*customsv1.Artifact, bool) {

@@ -25,6 +25,8 @@ type Server struct {
 	model   *ReadModel
 	kv      jetstream.KeyValue
 	reports jetstream.ObjectStore
+	// promo is set by WithPromotions.
+	promo *promotionBackend
 }
 
 // NewServer serves reads from model, histories from kv, and reports and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -30,6 +31,9 @@ type ServiceConfig struct {
 	Rebuild bool
 	// Replicas of the KV bucket; match the stream's.
 	Replicas int
+	// CommandTimeout bounds Promote and Rollback; 0 means
+	// DefaultCommandTimeout.
+	CommandTimeout time.Duration
 }
 
 // RegisterFlags adds the query flags, each defaulting to its environment
@@ -49,6 +53,7 @@ type Service struct {
 	kv         jetstream.KeyValue
 	model      *ReadModel
 	projection *backbone.Consumer
+	envs       *EnvironmentView
 	grpc       *grpc.Server
 	health     *health.Server
 }
@@ -100,9 +105,11 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(customsv1.ArtifactService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	customsv1.RegisterArtifactServiceServer(gs, NewServer(model, kv, reports))
+	envs := NewEnvironmentView(log.With("component", "environments"))
+	srv := NewServer(model, kv, reports).WithPromotions(envs, js.Conn(), js, cfg.CommandTimeout)
+	customsv1.RegisterArtifactServiceServer(gs, srv)
 	reflection.Register(gs)
-	return &Service{cfg: cfg, js: js, log: log, kv: kv, model: model, projection: cons, grpc: gs, health: hs}, nil
+	return &Service{cfg: cfg, js: js, log: log, kv: kv, model: model, projection: cons, envs: envs, grpc: gs, health: hs}, nil
 }
 
 // Synced reports whether the read model has loaded the projection; the
@@ -124,6 +131,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.projection.Run(ctx) })
 	g.Go(func() error { return s.model.Run(ctx, s.kv) })
+	g.Go(func() error { return s.envs.Run(ctx, s.js) })
 	g.Go(func() error {
 		select {
 		case <-s.model.Synced():
@@ -148,3 +156,6 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	})
 	return g.Wait()
 }
+
+// Environments exposes the environment view, for tests.
+func (s *Service) Environments() *EnvironmentView { return s.envs }

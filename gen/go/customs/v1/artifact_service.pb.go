@@ -1396,6 +1396,831 @@ func (x *ArtifactRecord) GetHistoryTruncated() bool {
 	return false
 }
 
+// Deployment is one promotion of one digest into one environment: the
+// current state of an application in GetEnvironment, or one history entry
+// in ListPromotions.
+type Deployment struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Application is the target repository, "registry/repo".
+	Application string `protobuf:"bytes,2,opt,name=application,proto3" json:"application,omitempty"`
+	// Target reference pinned by digest: "registry/repo@sha256:...".
+	Reference string `protobuf:"bytes,3,opt,name=reference,proto3" json:"reference,omitempty"`
+	Digest    string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Tags set on the target.
+	Tags       []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	PromotedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=promoted_at,json=promotedAt,proto3" json:"promoted_at,omitempty"`
+	// Who or what promoted it: "auto" or a user.
+	Actor  string `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
+	RuleId string `protobuf:"bytes,8,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The artifact the promotion copied from.
+	Source *ArtifactRef `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
+	// Latest scan and signature of the digest, when known.
+	Scan      *ScanSummary    `protobuf:"bytes,11,opt,name=scan,proto3" json:"scan,omitempty"`
+	Signature *ArtifactSigned `protobuf:"bytes,12,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Stream sequence of the artifact.promoted event.
+	StreamSequence uint64 `protobuf:"varint,13,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Deployment) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Deployment) GetApplication() string {
+	if x != nil {
+		return x.Application
+	}
+	return ""
+}
+
+func (x *Deployment) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *Deployment) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Deployment) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Deployment) GetPromotedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PromotedAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Deployment) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *Deployment) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Deployment) GetSource() *ArtifactRef {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *Deployment) GetScan() *ScanSummary {
+	if x != nil {
+		return x.Scan
+	}
+	return nil
+}
+
+func (x *Deployment) GetSignature() *ArtifactSigned {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Deployment) GetStreamSequence() uint64 {
+	if x != nil {
+		return x.StreamSequence
+	}
+	return 0
+}
+
+// Environment is what runs in one environment, one deployment per
+// application, sorted by application.
+type Environment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Deployments   []*Deployment          `protobuf:"bytes,2,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Environment) Reset() {
+	*x = Environment{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Environment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Environment) ProtoMessage() {}
+
+func (x *Environment) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Environment.ProtoReflect.Descriptor instead.
+func (*Environment) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Environment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Environment) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+type GetEnvironmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Environment name, e.g. "staging".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEnvironmentRequest) Reset() {
+	*x = GetEnvironmentRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEnvironmentRequest) ProtoMessage() {}
+
+func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetEnvironmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEnvironmentResponse) Reset() {
+	*x = GetEnvironmentResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEnvironmentResponse) ProtoMessage() {}
+
+func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+type ListPromotionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only promotions into this environment.
+	Environment string `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Only promotions whose source or target repository is this one
+	// ("team/app" or "registry/team/app").
+	Repository string `protobuf:"bytes,2,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Only promotions of this digest.
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// At most this many per page; 0 means 50, and at most 500.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPromotionsRequest) Reset() {
+	*x = ListPromotionsRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPromotionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPromotionsRequest) ProtoMessage() {}
+
+func (x *ListPromotionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPromotionsRequest.ProtoReflect.Descriptor instead.
+func (*ListPromotionsRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListPromotionsRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *ListPromotionsRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *ListPromotionsRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ListPromotionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPromotionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListPromotionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Promotions    []*Deployment          `protobuf:"bytes,1,rep,name=promotions,proto3" json:"promotions,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPromotionsResponse) Reset() {
+	*x = ListPromotionsResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPromotionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPromotionsResponse) ProtoMessage() {}
+
+func (x *ListPromotionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPromotionsResponse.ProtoReflect.Descriptor instead.
+func (*ListPromotionsResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListPromotionsResponse) GetPromotions() []*Deployment {
+	if x != nil {
+		return x.Promotions
+	}
+	return nil
+}
+
+func (x *ListPromotionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type PromoteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Selector:
+	//
+	//	*PromoteRequest_Digest
+	//	*PromoteRequest_Reference
+	Selector    isPromoteRequest_Selector `protobuf_oneof:"selector"`
+	Environment string                    `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Who asks; required.
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Why; required.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PromoteRequest) GetSelector() isPromoteRequest_Selector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *PromoteRequest) GetDigest() string {
+	if x != nil {
+		if x, ok := x.Selector.(*PromoteRequest_Digest); ok {
+			return x.Digest
+		}
+	}
+	return ""
+}
+
+func (x *PromoteRequest) GetReference() string {
+	if x != nil {
+		if x, ok := x.Selector.(*PromoteRequest_Reference); ok {
+			return x.Reference
+		}
+	}
+	return ""
+}
+
+func (x *PromoteRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *PromoteRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *PromoteRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type isPromoteRequest_Selector interface {
+	isPromoteRequest_Selector()
+}
+
+type PromoteRequest_Digest struct {
+	// "sha256:<hex>".
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3,oneof"`
+}
+
+type PromoteRequest_Reference struct {
+	// "registry/repo:tag", "repo:tag" or "registry/repo@sha256:<hex>".
+	Reference string `protobuf:"bytes,2,opt,name=reference,proto3,oneof"`
+}
+
+func (*PromoteRequest_Digest) isPromoteRequest_Selector() {}
+
+func (*PromoteRequest_Reference) isPromoteRequest_Selector() {}
+
+type PromoteResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Promotion *ArtifactPromoted      `protobuf:"bytes,1,opt,name=promotion,proto3" json:"promotion,omitempty"`
+	Digest    string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// True when the digest already ran in the environment: nothing was copied.
+	AlreadyPromoted bool `protobuf:"varint,3,opt,name=already_promoted,json=alreadyPromoted,proto3" json:"already_promoted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PromoteResponse) GetPromotion() *ArtifactPromoted {
+	if x != nil {
+		return x.Promotion
+	}
+	return nil
+}
+
+func (x *PromoteResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PromoteResponse) GetAlreadyPromoted() bool {
+	if x != nil {
+		return x.AlreadyPromoted
+	}
+	return false
+}
+
+type RollbackRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Application (target repository "registry/repo") to roll back.
+	Application string `protobuf:"bytes,2,opt,name=application,proto3" json:"application,omitempty"`
+	// Digest to go back to; empty means the one that ran before the current.
+	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Actor         string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RollbackRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetApplication() string {
+	if x != nil {
+		return x.Application
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Promotion     *ArtifactPromoted      `protobuf:"bytes,1,opt,name=promotion,proto3" json:"promotion,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackResponse) Reset() {
+	*x = RollbackResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackResponse) ProtoMessage() {}
+
+func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
+func (*RollbackResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RollbackResponse) GetPromotion() *ArtifactPromoted {
+	if x != nil {
+		return x.Promotion
+	}
+	return nil
+}
+
+func (x *RollbackResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type RequestRescanRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Optional client id that makes a retried request idempotent.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRescanRequest) Reset() {
+	*x = RequestRescanRequest{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRescanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRescanRequest) ProtoMessage() {}
+
+func (x *RequestRescanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRescanRequest.ProtoReflect.Descriptor instead.
+func (*RequestRescanRequest) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RequestRescanRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RequestRescanRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RequestRescanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the re-published artifact.pushed event.
+	EventId       string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRescanResponse) Reset() {
+	*x = RequestRescanResponse{}
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRescanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRescanResponse) ProtoMessage() {}
+
+func (x *RequestRescanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_customs_v1_artifact_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRescanResponse.ProtoReflect.Descriptor instead.
+func (*RequestRescanResponse) Descriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RequestRescanResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
 var File_customs_v1_artifact_service_proto protoreflect.FileDescriptor
 
 const file_customs_v1_artifact_service_proto_rawDesc = "" +
@@ -1504,7 +2329,72 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x0eArtifactRecord\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.customs.v1.ArtifactR\bartifact\x122\n" +
 	"\ahistory\x18\x02 \x03(\v2\x18.customs.v1.HistoryEntryR\ahistory\x12+\n" +
-	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated*\xd6\x01\n" +
+	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\"\xdf\x03\n" +
+	"\n" +
+	"Deployment\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12 \n" +
+	"\vapplication\x18\x02 \x01(\tR\vapplication\x12\x1c\n" +
+	"\treference\x18\x03 \x01(\tR\treference\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\x12;\n" +
+	"\vpromoted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"promotedAt\x12\x14\n" +
+	"\x05actor\x18\a \x01(\tR\x05actor\x12\x17\n" +
+	"\arule_id\x18\b \x01(\tR\x06ruleId\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12/\n" +
+	"\x06source\x18\n" +
+	" \x01(\v2\x17.customs.v1.ArtifactRefR\x06source\x12+\n" +
+	"\x04scan\x18\v \x01(\v2\x17.customs.v1.ScanSummaryR\x04scan\x128\n" +
+	"\tsignature\x18\f \x01(\v2\x1a.customs.v1.ArtifactSignedR\tsignature\x12'\n" +
+	"\x0fstream_sequence\x18\r \x01(\x04R\x0estreamSequence\"[\n" +
+	"\vEnvironment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\vdeployments\x18\x02 \x03(\v2\x16.customs.v1.DeploymentR\vdeployments\"+\n" +
+	"\x15GetEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x16GetEnvironmentResponse\x129\n" +
+	"\venvironment\x18\x01 \x01(\v2\x17.customs.v1.EnvironmentR\venvironment\"\xad\x01\n" +
+	"\x15ListPromotionsRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x02 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"x\n" +
+	"\x16ListPromotionsResponse\x126\n" +
+	"\n" +
+	"promotions\x18\x01 \x03(\v2\x16.customs.v1.DeploymentR\n" +
+	"promotions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa6\x01\n" +
+	"\x0ePromoteRequest\x12\x18\n" +
+	"\x06digest\x18\x01 \x01(\tH\x00R\x06digest\x12\x1e\n" +
+	"\treference\x18\x02 \x01(\tH\x00R\treference\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonB\n" +
+	"\n" +
+	"\bselector\"\x90\x01\n" +
+	"\x0fPromoteResponse\x12:\n" +
+	"\tpromotion\x18\x01 \x01(\v2\x1c.customs.v1.ArtifactPromotedR\tpromotion\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12)\n" +
+	"\x10already_promoted\x18\x03 \x01(\bR\x0falreadyPromoted\"\x9b\x01\n" +
+	"\x0fRollbackRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12 \n" +
+	"\vapplication\x18\x02 \x01(\tR\vapplication\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"f\n" +
+	"\x10RollbackResponse\x12:\n" +
+	"\tpromotion\x18\x01 \x01(\v2\x1c.customs.v1.ArtifactPromotedR\tpromotion\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"M\n" +
+	"\x14RequestRescanRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"2\n" +
+	"\x15RequestRescanResponse\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId*\xd6\x01\n" +
 	"\rArtifactState\x12\x1e\n" +
 	"\x1aARTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ARTIFACT_STATE_PUSHED\x10\x01\x12\x1a\n" +
@@ -1523,14 +2413,19 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x16TAG_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TAG_ACTION_ASSIGNED\x10\x01\x12\x17\n" +
 	"\x13TAG_ACTION_MOVED_IN\x10\x02\x12\x19\n" +
-	"\x15TAG_ACTION_MOVED_AWAY\x10\x032\xac\x04\n" +
+	"\x15TAG_ACTION_MOVED_AWAY\x10\x032\xbf\a\n" +
 	"\x0fArtifactService\x12N\n" +
 	"\vGetArtifact\x12\x1e.customs.v1.GetArtifactRequest\x1a\x1f.customs.v1.GetArtifactResponse\x12T\n" +
 	"\rListArtifacts\x12 .customs.v1.ListArtifactsRequest\x1a!.customs.v1.ListArtifactsResponse\x12Y\n" +
 	"\x0eWatchArtifacts\x12!.customs.v1.WatchArtifactsRequest\x1a\".customs.v1.WatchArtifactsResponse0\x01\x12c\n" +
 	"\x12GetArtifactHistory\x12%.customs.v1.GetArtifactHistoryRequest\x1a&.customs.v1.GetArtifactHistoryResponse\x12o\n" +
 	"\x16GetVulnerabilityReport\x12).customs.v1.GetVulnerabilityReportRequest\x1a*.customs.v1.GetVulnerabilityReportResponse\x12B\n" +
-	"\aGetSBOM\x12\x1a.customs.v1.GetSBOMRequest\x1a\x1b.customs.v1.GetSBOMResponseB\xab\x01\n" +
+	"\aGetSBOM\x12\x1a.customs.v1.GetSBOMRequest\x1a\x1b.customs.v1.GetSBOMResponse\x12W\n" +
+	"\x0eGetEnvironment\x12!.customs.v1.GetEnvironmentRequest\x1a\".customs.v1.GetEnvironmentResponse\x12W\n" +
+	"\x0eListPromotions\x12!.customs.v1.ListPromotionsRequest\x1a\".customs.v1.ListPromotionsResponse\x12B\n" +
+	"\aPromote\x12\x1a.customs.v1.PromoteRequest\x1a\x1b.customs.v1.PromoteResponse\x12E\n" +
+	"\bRollback\x12\x1b.customs.v1.RollbackRequest\x1a\x1c.customs.v1.RollbackResponse\x12T\n" +
+	"\rRequestRescan\x12 .customs.v1.RequestRescanRequest\x1a!.customs.v1.RequestRescanResponseB\xab\x01\n" +
 	"\x0ecom.customs.v1B\x14ArtifactServiceProtoP\x01Z:github.com/customs-dev/customs/gen/go/customs/v1;customsv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Customs.V1\xca\x02\n" +
 	"Customs\\V1\xe2\x02\x16Customs\\V1\\GPBMetadata\xea\x02\vCustoms::V1b\x06proto3"
@@ -1548,7 +2443,7 @@ func file_customs_v1_artifact_service_proto_rawDescGZIP() []byte {
 }
 
 var file_customs_v1_artifact_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_customs_v1_artifact_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_customs_v1_artifact_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_customs_v1_artifact_service_proto_goTypes = []any{
 	(ArtifactState)(0),                     // 0: customs.v1.ArtifactState
 	(StageStatus)(0),                       // 1: customs.v1.StageStatus
@@ -1571,58 +2466,90 @@ var file_customs_v1_artifact_service_proto_goTypes = []any{
 	(*GetSBOMRequest)(nil),                 // 18: customs.v1.GetSBOMRequest
 	(*GetSBOMResponse)(nil),                // 19: customs.v1.GetSBOMResponse
 	(*ArtifactRecord)(nil),                 // 20: customs.v1.ArtifactRecord
-	(Stage)(0),                             // 21: customs.v1.Stage
-	(*timestamppb.Timestamp)(nil),          // 22: google.protobuf.Timestamp
-	(*Provenance)(nil),                     // 23: customs.v1.Provenance
-	(*ScanSummary)(nil),                    // 24: customs.v1.ScanSummary
-	(*ArtifactSigned)(nil),                 // 25: customs.v1.ArtifactSigned
-	(*ArtifactPromoted)(nil),               // 26: customs.v1.ArtifactPromoted
-	(*Event)(nil),                          // 27: customs.v1.Event
-	(*Finding)(nil),                        // 28: customs.v1.Finding
+	(*Deployment)(nil),                     // 21: customs.v1.Deployment
+	(*Environment)(nil),                    // 22: customs.v1.Environment
+	(*GetEnvironmentRequest)(nil),          // 23: customs.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 24: customs.v1.GetEnvironmentResponse
+	(*ListPromotionsRequest)(nil),          // 25: customs.v1.ListPromotionsRequest
+	(*ListPromotionsResponse)(nil),         // 26: customs.v1.ListPromotionsResponse
+	(*PromoteRequest)(nil),                 // 27: customs.v1.PromoteRequest
+	(*PromoteResponse)(nil),                // 28: customs.v1.PromoteResponse
+	(*RollbackRequest)(nil),                // 29: customs.v1.RollbackRequest
+	(*RollbackResponse)(nil),               // 30: customs.v1.RollbackResponse
+	(*RequestRescanRequest)(nil),           // 31: customs.v1.RequestRescanRequest
+	(*RequestRescanResponse)(nil),          // 32: customs.v1.RequestRescanResponse
+	(Stage)(0),                             // 33: customs.v1.Stage
+	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
+	(*Provenance)(nil),                     // 35: customs.v1.Provenance
+	(*ScanSummary)(nil),                    // 36: customs.v1.ScanSummary
+	(*ArtifactSigned)(nil),                 // 37: customs.v1.ArtifactSigned
+	(*ArtifactPromoted)(nil),               // 38: customs.v1.ArtifactPromoted
+	(*Event)(nil),                          // 39: customs.v1.Event
+	(*Finding)(nil),                        // 40: customs.v1.Finding
+	(*ArtifactRef)(nil),                    // 41: customs.v1.ArtifactRef
 }
 var file_customs_v1_artifact_service_proto_depIdxs = []int32{
-	21, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
+	33, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
 	1,  // 1: customs.v1.StageState.status:type_name -> customs.v1.StageStatus
-	22, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: customs.v1.TagHistoryEntry.action:type_name -> customs.v1.TagAction
-	22, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	34, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
 	4,  // 5: customs.v1.Artifact.locations:type_name -> customs.v1.Location
 	0,  // 6: customs.v1.Artifact.state:type_name -> customs.v1.ArtifactState
 	3,  // 7: customs.v1.Artifact.stages:type_name -> customs.v1.StageState
 	5,  // 8: customs.v1.Artifact.tag_history:type_name -> customs.v1.TagHistoryEntry
-	22, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
-	22, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
-	24, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
-	25, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
-	26, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
-	27, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
+	34, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
+	34, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
+	36, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
+	37, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
+	38, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
+	39, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
 	6,  // 16: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
 	0,  // 17: customs.v1.ListArtifactsRequest.state:type_name -> customs.v1.ArtifactState
 	6,  // 18: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
 	6,  // 19: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
 	7,  // 20: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
-	24, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
-	28, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
+	36, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
+	40, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
 	6,  // 23: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
 	7,  // 24: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
-	8,  // 25: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
-	10, // 26: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
-	12, // 27: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
-	14, // 28: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
-	16, // 29: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
-	18, // 30: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
-	9,  // 31: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
-	11, // 32: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
-	13, // 33: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
-	15, // 34: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
-	17, // 35: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
-	19, // 36: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	34, // 25: customs.v1.Deployment.promoted_at:type_name -> google.protobuf.Timestamp
+	41, // 26: customs.v1.Deployment.source:type_name -> customs.v1.ArtifactRef
+	36, // 27: customs.v1.Deployment.scan:type_name -> customs.v1.ScanSummary
+	37, // 28: customs.v1.Deployment.signature:type_name -> customs.v1.ArtifactSigned
+	21, // 29: customs.v1.Environment.deployments:type_name -> customs.v1.Deployment
+	22, // 30: customs.v1.GetEnvironmentResponse.environment:type_name -> customs.v1.Environment
+	21, // 31: customs.v1.ListPromotionsResponse.promotions:type_name -> customs.v1.Deployment
+	38, // 32: customs.v1.PromoteResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	38, // 33: customs.v1.RollbackResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	8,  // 34: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
+	10, // 35: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
+	12, // 36: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
+	14, // 37: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
+	16, // 38: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
+	18, // 39: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
+	23, // 40: customs.v1.ArtifactService.GetEnvironment:input_type -> customs.v1.GetEnvironmentRequest
+	25, // 41: customs.v1.ArtifactService.ListPromotions:input_type -> customs.v1.ListPromotionsRequest
+	27, // 42: customs.v1.ArtifactService.Promote:input_type -> customs.v1.PromoteRequest
+	29, // 43: customs.v1.ArtifactService.Rollback:input_type -> customs.v1.RollbackRequest
+	31, // 44: customs.v1.ArtifactService.RequestRescan:input_type -> customs.v1.RequestRescanRequest
+	9,  // 45: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
+	11, // 46: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
+	13, // 47: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
+	15, // 48: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
+	17, // 49: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
+	19, // 50: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
+	24, // 51: customs.v1.ArtifactService.GetEnvironment:output_type -> customs.v1.GetEnvironmentResponse
+	26, // 52: customs.v1.ArtifactService.ListPromotions:output_type -> customs.v1.ListPromotionsResponse
+	28, // 53: customs.v1.ArtifactService.Promote:output_type -> customs.v1.PromoteResponse
+	30, // 54: customs.v1.ArtifactService.Rollback:output_type -> customs.v1.RollbackResponse
+	32, // 55: customs.v1.ArtifactService.RequestRescan:output_type -> customs.v1.RequestRescanResponse
+	45, // [45:56] is the sub-list for method output_type
+	34, // [34:45] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_customs_v1_artifact_service_proto_init() }
@@ -1636,13 +2563,17 @@ func file_customs_v1_artifact_service_proto_init() {
 		(*GetArtifactRequest_Digest)(nil),
 		(*GetArtifactRequest_Reference)(nil),
 	}
+	file_customs_v1_artifact_service_proto_msgTypes[24].OneofWrappers = []any{
+		(*PromoteRequest_Digest)(nil),
+		(*PromoteRequest_Reference)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_customs_v1_artifact_service_proto_rawDesc), len(file_customs_v1_artifact_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

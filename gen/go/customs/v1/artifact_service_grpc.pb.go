@@ -25,6 +25,11 @@ const (
 	ArtifactService_GetArtifactHistory_FullMethodName     = "/customs.v1.ArtifactService/GetArtifactHistory"
 	ArtifactService_GetVulnerabilityReport_FullMethodName = "/customs.v1.ArtifactService/GetVulnerabilityReport"
 	ArtifactService_GetSBOM_FullMethodName                = "/customs.v1.ArtifactService/GetSBOM"
+	ArtifactService_GetEnvironment_FullMethodName         = "/customs.v1.ArtifactService/GetEnvironment"
+	ArtifactService_ListPromotions_FullMethodName         = "/customs.v1.ArtifactService/ListPromotions"
+	ArtifactService_Promote_FullMethodName                = "/customs.v1.ArtifactService/Promote"
+	ArtifactService_Rollback_FullMethodName               = "/customs.v1.ArtifactService/Rollback"
+	ArtifactService_RequestRescan_FullMethodName          = "/customs.v1.ArtifactService/RequestRescan"
 )
 
 // ArtifactServiceClient is the client API for ArtifactService service.
@@ -47,6 +52,20 @@ type ArtifactServiceClient interface {
 	GetVulnerabilityReport(ctx context.Context, in *GetVulnerabilityReportRequest, opts ...grpc.CallOption) (*GetVulnerabilityReportResponse, error)
 	// GetSBOM returns the CycloneDX SBOM of the latest scan of a digest.
 	GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error)
+	// GetEnvironment returns what each application in an environment runs
+	// now, pinned by digest.
+	GetEnvironment(ctx context.Context, in *GetEnvironmentRequest, opts ...grpc.CallOption) (*GetEnvironmentResponse, error)
+	// ListPromotions pages through the promotion history, newest first.
+	ListPromotions(ctx context.Context, in *ListPromotionsRequest, opts ...grpc.CallOption) (*ListPromotionsResponse, error)
+	// Promote asks the promotion service to promote a digest to an
+	// environment by hand. The same rules and verification apply as for
+	// automatic promotion; a refusal is FailedPrecondition with the reason.
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
+	// Rollback re-promotes the digest an application ran before in an
+	// environment (or a named earlier one), through the same rules.
+	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error)
+	// RequestRescan queues a digest for scanning again.
+	RequestRescan(ctx context.Context, in *RequestRescanRequest, opts ...grpc.CallOption) (*RequestRescanResponse, error)
 }
 
 type artifactServiceClient struct {
@@ -126,6 +145,56 @@ func (c *artifactServiceClient) GetSBOM(ctx context.Context, in *GetSBOMRequest,
 	return out, nil
 }
 
+func (c *artifactServiceClient) GetEnvironment(ctx context.Context, in *GetEnvironmentRequest, opts ...grpc.CallOption) (*GetEnvironmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEnvironmentResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_GetEnvironment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *artifactServiceClient) ListPromotions(ctx context.Context, in *ListPromotionsRequest, opts ...grpc.CallOption) (*ListPromotionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPromotionsResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_ListPromotions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *artifactServiceClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *artifactServiceClient) Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *artifactServiceClient) RequestRescan(ctx context.Context, in *RequestRescanRequest, opts ...grpc.CallOption) (*RequestRescanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestRescanResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_RequestRescan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ArtifactServiceServer is the server API for ArtifactService service.
 // All implementations must embed UnimplementedArtifactServiceServer
 // for forward compatibility.
@@ -146,6 +215,20 @@ type ArtifactServiceServer interface {
 	GetVulnerabilityReport(context.Context, *GetVulnerabilityReportRequest) (*GetVulnerabilityReportResponse, error)
 	// GetSBOM returns the CycloneDX SBOM of the latest scan of a digest.
 	GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error)
+	// GetEnvironment returns what each application in an environment runs
+	// now, pinned by digest.
+	GetEnvironment(context.Context, *GetEnvironmentRequest) (*GetEnvironmentResponse, error)
+	// ListPromotions pages through the promotion history, newest first.
+	ListPromotions(context.Context, *ListPromotionsRequest) (*ListPromotionsResponse, error)
+	// Promote asks the promotion service to promote a digest to an
+	// environment by hand. The same rules and verification apply as for
+	// automatic promotion; a refusal is FailedPrecondition with the reason.
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
+	// Rollback re-promotes the digest an application ran before in an
+	// environment (or a named earlier one), through the same rules.
+	Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error)
+	// RequestRescan queues a digest for scanning again.
+	RequestRescan(context.Context, *RequestRescanRequest) (*RequestRescanResponse, error)
 	mustEmbedUnimplementedArtifactServiceServer()
 }
 
@@ -173,6 +256,21 @@ func (UnimplementedArtifactServiceServer) GetVulnerabilityReport(context.Context
 }
 func (UnimplementedArtifactServiceServer) GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSBOM not implemented")
+}
+func (UnimplementedArtifactServiceServer) GetEnvironment(context.Context, *GetEnvironmentRequest) (*GetEnvironmentResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetEnvironment not implemented")
+}
+func (UnimplementedArtifactServiceServer) ListPromotions(context.Context, *ListPromotionsRequest) (*ListPromotionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPromotions not implemented")
+}
+func (UnimplementedArtifactServiceServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedArtifactServiceServer) Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedArtifactServiceServer) RequestRescan(context.Context, *RequestRescanRequest) (*RequestRescanResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RequestRescan not implemented")
 }
 func (UnimplementedArtifactServiceServer) mustEmbedUnimplementedArtifactServiceServer() {}
 func (UnimplementedArtifactServiceServer) testEmbeddedByValue()                         {}
@@ -296,6 +394,96 @@ func _ArtifactService_GetSBOM_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ArtifactService_GetEnvironment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEnvironmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).GetEnvironment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_GetEnvironment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).GetEnvironment(ctx, req.(*GetEnvironmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArtifactService_ListPromotions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPromotionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).ListPromotions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_ListPromotions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).ListPromotions(ctx, req.(*ListPromotionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArtifactService_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArtifactService_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).Rollback(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ArtifactService_RequestRescan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestRescanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).RequestRescan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_RequestRescan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).RequestRescan(ctx, req.(*RequestRescanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ArtifactService_ServiceDesc is the grpc.ServiceDesc for ArtifactService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +510,26 @@ var ArtifactService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSBOM",
 			Handler:    _ArtifactService_GetSBOM_Handler,
+		},
+		{
+			MethodName: "GetEnvironment",
+			Handler:    _ArtifactService_GetEnvironment_Handler,
+		},
+		{
+			MethodName: "ListPromotions",
+			Handler:    _ArtifactService_ListPromotions_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _ArtifactService_Promote_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _ArtifactService_Rollback_Handler,
+		},
+		{
+			MethodName: "RequestRescan",
+			Handler:    _ArtifactService_RequestRescan_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -53,6 +53,7 @@ func main() {
 		natsBench   = flag.String("nats-bench", "", "path to the natscli binary; when set, `nats bench` runs against the same server for the raw figure")
 		dir         = flag.String("data-dir", "", "JetStream storage directory (default: a temporary one)")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		pubConns    = flag.Int("publish-connections", 4, "NATS connections ingest and the raw publishers spread publishes over")
 	)
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -64,7 +65,7 @@ func main() {
 		_ = pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *natsBench, *dir); err != nil {
+	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *natsBench, *dir, *pubConns); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "customs-bench:", err)
 		os.Exit(1)
@@ -75,7 +76,7 @@ type result struct {
 	name, value, note string
 }
 
-func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin, dir string) error {
+func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin, dir string, pubConns int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	if dir == "" {
@@ -87,7 +88,7 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin,
 		dir = tmp
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := backbone.Connect(ctx, backbone.ConnConfig{DataDir: dir, Port: -1, Name: "bench"}, quiet)
+	conn, err := backbone.Connect(ctx, backbone.ConnConfig{DataDir: dir, Port: -1, Name: "bench", PublishConnections: pubConns}, quiet)
 	if err != nil {
 		return err
 	}
@@ -98,11 +99,11 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin,
 	var results []result
 	results = append(results, result{"machine", fmt.Sprintf("%d CPUs, %s", runtime.NumCPU(), runtime.Version()), ""})
 
-	raw, err := rawPublish(ctx, conn.JS, total, concurrency)
+	raw, err := rawPublish(ctx, conn.JS, conn.Publisher(), total, concurrency)
 	if err != nil {
 		return err
 	}
-	results = append(results, result{"raw JetStream publish, file R1, 512 B, Nats-Msg-Id", fmt.Sprintf("%.0f msgs/s", raw), fmt.Sprintf("%d sync publishers in this process", concurrency)})
+	results = append(results, result{"raw JetStream publish, file R1, 512 B, Nats-Msg-Id", fmt.Sprintf("%.0f msgs/s", raw), fmt.Sprintf("%d sync publishers over %d connections in this process", concurrency, pubConns)})
 	if natsBin != "" {
 		out, err := runNatsBench(ctx, natsBin, conn.Embedded.ClientURL(), total, concurrency)
 		if err != nil {
@@ -111,7 +112,7 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin,
 		results = append(results, result{"`nats bench` (natscli) JetStream publish", out, fmt.Sprintf("%d clients, sync, 512 B, file storage", concurrency)})
 	}
 
-	srv, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: token}, backbone.NewPublisher(conn.JS), nil, quiet)
+	srv, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: token}, conn.Publisher(), nil, quiet)
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin,
 	return nil
 }
 
-func rawPublish(ctx context.Context, js jetstream.JetStream, total, concurrency int) (float64, error) {
+func rawPublish(ctx context.Context, js jetstream.JetStream, pub *backbone.Publisher, total, concurrency int) (float64, error) {
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
 		return 0, err
 	}
@@ -169,7 +170,7 @@ func rawPublish(ctx context.Context, js jetstream.JetStream, total, concurrency 
 					return
 				}
 				msg := &nats.Msg{Subject: "bench.raw", Data: payload}
-				if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID("raw-"+strconv.FormatInt(i, 10))); err != nil {
+				if _, err := pub.RawPublish(ctx, msg, jetstream.WithMsgID("raw-"+strconv.FormatInt(i, 10))); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}

@@ -1,0 +1,253 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+	"github.com/customs-dev/customs/pkg/backbone"
+)
+
+// EnvironmentView is an in-memory projection of artifact.promoted: what
+// each application runs in each environment, and every promotion in stream
+// order. Each query replica builds its own from the stream with an ordered
+// consumer, so GetEnvironment never waits on NATS.
+type EnvironmentView struct {
+	log *slog.Logger
+
+	mu sync.RWMutex
+	// current[env] holds one deployment per application, sorted by
+	// application, so a read is one copy with no sorting.
+	current map[string][]*customsv1.Deployment
+	// history is every promotion in stream order.
+	history []*customsv1.Deployment
+	lastSeq uint64
+	// version counts applied promotions.
+	version uint64
+
+	// joined caches each environment's deployments joined with the read
+	// model, valid while neither the view nor the model changed.
+	cacheMu sync.Mutex
+	joined  map[string]joinedEnv
+}
+
+type joinedEnv struct {
+	version, modelVersion uint64
+	model                 *ReadModel
+	deps                  []*customsv1.Deployment
+}
+
+// NewEnvironmentView returns an empty view; Run fills it.
+func NewEnvironmentView(log *slog.Logger) *EnvironmentView {
+	return &EnvironmentView{log: log, current: map[string][]*customsv1.Deployment{}, joined: map[string]joinedEnv{}}
+}
+
+// Run replays artifact.promoted from the start of the stream and follows it
+// until ctx ends. NATS may be briefly unavailable at start-up (a cluster
+// electing a leader): it keeps trying rather than fail the service.
+func (v *EnvironmentView) Run(ctx context.Context, js jetstream.JetStream) error {
+	for attempt := 1; ; attempt++ {
+		err := v.consume(ctx, js)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		delay := time.Duration(min(attempt, 10)) * 500 * time.Millisecond
+		v.log.Warn("environment view not following the stream; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (v *EnvironmentView) consume(ctx context.Context, js jetstream.JetStream) error {
+	v.mu.RLock()
+	// After a failure, resume after what is already applied.
+	from := v.lastSeq + 1
+	v.mu.RUnlock()
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{backbone.SubjectPromoted}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := js.OrderedConsumer(ctx, backbone.StreamArtifacts, cfg)
+	if err != nil {
+		return fmt.Errorf("environment view consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return
+		}
+		var evt customsv1.Event
+		if err := proto.Unmarshal(msg.Data(), &evt); err != nil {
+			v.log.Error("undecodable artifact.promoted", "stream_seq", meta.Sequence.Stream, "error", err)
+			return
+		}
+		v.Apply(&evt, meta.Sequence.Stream)
+	})
+	if err != nil {
+		return fmt.Errorf("environment view consume: %w", err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
+
+// Apply folds one artifact.promoted event at stream sequence seq into the
+// view. Events at or below the last applied sequence are ignored.
+func (v *EnvironmentView) Apply(evt *customsv1.Event, seq uint64) {
+	p := evt.GetPromoted()
+	if p == nil || p.GetEnvironment() == "" {
+		return
+	}
+	d := deploymentFrom(evt, seq)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if seq != 0 && seq <= v.lastSeq {
+		return
+	}
+	v.lastSeq = max(v.lastSeq, seq)
+	v.version++
+	v.history = append(v.history, d)
+	list := v.current[d.Environment]
+	i, found := slices.BinarySearchFunc(list, d.Application, func(x *customsv1.Deployment, app string) int {
+		return strings.Compare(x.GetApplication(), app)
+	})
+	if found {
+		// Replace rather than mutate: readers hold the old pointer.
+		list[i] = d
+	} else {
+		list = slices.Insert(list, i, d)
+	}
+	v.current[d.Environment] = list
+}
+
+func deploymentFrom(evt *customsv1.Event, seq uint64) *customsv1.Deployment {
+	p := evt.GetPromoted()
+	ref := p.GetTargetReference()
+	app, digest, _ := strings.Cut(ref, "@")
+	if digest == "" {
+		digest = evt.GetArtifact().GetDigest()
+	}
+	return &customsv1.Deployment{
+		Environment: p.GetEnvironment(), Application: app, Reference: ref, Digest: digest,
+		Tags: p.GetTargetTags(), PromotedAt: evt.GetOccurredAt(), Actor: p.GetActor(),
+		RuleId: p.GetRuleId(), Reason: p.GetReason(), Source: evt.GetArtifact(), StreamSequence: seq,
+	}
+}
+
+// Environment returns the deployments of env, sorted by application, with
+// each digest's scan and signature summary from model (which may be nil).
+// The result is shared between callers and must not be modified. It is
+// cached until a promotion or an artifact changes, so repeated reads of a
+// large environment cost a map lookup.
+func (v *EnvironmentView) Environment(env string, model *ReadModel) ([]*customsv1.Deployment, bool) {
+	var mv uint64
+	if model != nil {
+		mv = model.Version()
+	}
+	v.mu.RLock()
+	version := v.version
+	_, ok := v.current[env]
+	v.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	v.cacheMu.Lock()
+	c, hit := v.joined[env]
+	v.cacheMu.Unlock()
+	if hit && c.version == version && c.modelVersion == mv && c.model == model {
+		return c.deps, true
+	}
+	v.mu.RLock()
+	version = v.version
+	// Copy the slice header under the lock; the elements are never
+	// mutated once stored.
+	list := slices.Clone(v.current[env])
+	v.mu.RUnlock()
+	deps := join(list, model)
+	v.cacheMu.Lock()
+	if cur, ok := v.joined[env]; !ok || cur.version <= version {
+		v.joined[env] = joinedEnv{version: version, modelVersion: mv, model: model, deps: deps}
+	}
+	v.cacheMu.Unlock()
+	return deps, true
+}
+
+func join(list []*customsv1.Deployment, model *ReadModel) []*customsv1.Deployment {
+	out := make([]*customsv1.Deployment, len(list))
+	backing := make([]customsv1.Deployment, len(list))
+	for i, d := range list {
+		c := &backing[i]
+		shallowCopy(c, d)
+		if model != nil {
+			if a, ok := model.Get(d.GetDigest()); ok {
+				c.Scan, c.Signature = a.GetScan(), a.GetSignature()
+			}
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func shallowCopy(dst, src *customsv1.Deployment) {
+	dst.Environment, dst.Application, dst.Reference, dst.Digest = src.Environment, src.Application, src.Reference, src.Digest
+	dst.Tags, dst.PromotedAt, dst.Actor, dst.RuleId, dst.Reason = src.Tags, src.PromotedAt, src.Actor, src.RuleId, src.Reason
+	dst.Source, dst.StreamSequence = src.Source, src.StreamSequence
+}
+
+// PromotionFilter selects promotions in History.
+type PromotionFilter struct {
+	Environment string
+	// Repository matches the source repository ("team/app"), the source
+	// "registry/repository", or the target application.
+	Repository string
+	Digest     string
+	// Before, when not zero, keeps only promotions with a lower stream
+	// sequence (the page token).
+	Before uint64
+}
+
+func (f PromotionFilter) match(d *customsv1.Deployment) bool {
+	if f.Environment != "" && d.GetEnvironment() != f.Environment {
+		return false
+	}
+	if f.Digest != "" && d.GetDigest() != f.Digest {
+		return false
+	}
+	if f.Repository != "" {
+		src := d.GetSource()
+		if f.Repository != src.GetRepository() && f.Repository != src.GetRegistry()+"/"+src.GetRepository() && f.Repository != d.GetApplication() {
+			return false
+		}
+	}
+	return f.Before == 0 || d.GetStreamSequence() < f.Before
+}
+
+// History returns up to limit promotions matching f, newest first, and
+// whether more remain.
+func (v *EnvironmentView) History(f PromotionFilter, limit int) ([]*customsv1.Deployment, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []*customsv1.Deployment
+	for i := len(v.history) - 1; i >= 0; i-- {
+		d := v.history[i]
+		if !f.match(d) {
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		out = append(out, d)
+	}
+	return out, false
+}
