@@ -31,6 +31,8 @@ import (
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
+	"github.com/customs-dev/customs/services/scanner/scanner"
+	"github.com/customs-dev/customs/services/scanner/vulndb"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
 
@@ -45,6 +47,8 @@ type config struct {
 	streams          backbone.StreamConfig
 	ingest           ingest.ServiceConfig
 	query            query.ServiceConfig
+	scanner          scanner.ServiceConfig
+	scannerDevDB     bool
 	signer           signer.ServiceConfig
 	promotion        promotion.ServiceConfig
 	grpcSecurity     grpcserver.Config
@@ -70,6 +74,7 @@ func run() error {
 	cfg.streams.RegisterFlags(flags)
 	cfg.ingest.RegisterFlags(flags)
 	cfg.query.RegisterFlags(flags)
+	cfg.scanner.RegisterFlags(flags)
 	cfg.signer.RegisterFlags(flags)
 	cfg.promotion.RegisterFlags(flags)
 	cfg.grpcSecurity.RegisterFlags(flags)
@@ -109,6 +114,14 @@ func run() error {
 		cfg.ingest.Registries = joinSpec(cfg.ingest.Registries, dev)
 		cfg.signer.Registries = joinSpec(cfg.signer.Registries, dev)
 		cfg.promotion.Registries = joinSpec(cfg.promotion.Registries, dev)
+		cfg.scanner.Registries = joinSpec(cfg.scanner.Registries, dev)
+		// The development DB lives in the dev registry unless the user
+		// points the scanner at a mirror.
+		cfg.scannerDevDB = !isFlagSet(flags, "scanner-db-repository") && os.Getenv("CUSTOMS_SCANNER_DB_REPOSITORY") == ""
+		cfg.ingest.IgnoreRepositories = joinSpec(cfg.ingest.IgnoreRepositories, vulndb.DefaultRepository)
+	}
+	if !isFlagSet(flags, "scanner-cache-dir") && os.Getenv("CUSTOMS_SCANNER_CACHE_DIR") == "" {
+		cfg.scanner.CacheDir = filepath.Join(cfg.dataDir, "scanner")
 	}
 	pub, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log)
 	if err != nil {
@@ -132,6 +145,44 @@ func run() error {
 }
 
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
+	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
+	if err != nil {
+		return fmt.Errorf("ingest listen: %w", err)
+	}
+	queryLn, err := net.Listen("tcp", cfg.query.Listen)
+	if err != nil {
+		return fmt.Errorf("query listen: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+
+	// The dev registry comes first: the scanner downloads its
+	// vulnerability DB from it, the way production uses a mirror.
+	if !cfg.registryDisabled {
+		regLn, err := net.Listen("tcp", cfg.registryListen)
+		if err != nil {
+			return fmt.Errorf("registry listen: %w", err)
+		}
+		reg, err := devregistry.New(ctx, devregistry.Config{
+			StorageDir:   filepath.Join(cfg.dataDir, "registry"),
+			WebhookURL:   "http://" + ingestLn.Addr().String() + "/webhooks/distribution",
+			WebhookToken: cfg.ingest.DistributionToken,
+			LogLevel:     cfg.registryLogLevel,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return lifecycle.ServeHTTP(ctx, regLn, reg, log) })
+		log.Info("development registry listening", "addr", regLn.Addr().String(), "push_example", "crane append -f layer.tar -t "+regLn.Addr().String()+"/team/app:v1.2.3")
+		if cfg.scannerDevDB {
+			ref, digest, err := vulndb.Publish(ctx, regLn.Addr().String(), vulndb.DefaultRepository)
+			if err != nil {
+				return fmt.Errorf("publish the development vulnerability DB: %w", err)
+			}
+			cfg.scanner.DBRepositories = []string{ref}
+			log.Info("development vulnerability DB published", "ref", ref, "digest", digest.String())
+		}
+	}
+
 	// In one process, ingest's listener also serves /metrics, /healthz and
 	// /readyz for everything.
 	ingestPub := nc.Publisher()
@@ -157,6 +208,11 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	cfg.scanner.Replicas = cfg.streams.Replicas
+	scannerSvc, err := scanner.NewService(ctx, cfg.scanner, nc.JS, log.With("service", "scanner"))
+	if err != nil {
+		return err
+	}
 	cfg.signer.Replicas = cfg.streams.Replicas
 	signerSvc, err := signer.NewService(ctx, cfg.signer, nc.JS, log.With("service", "signer"), nil)
 	if err != nil {
@@ -167,43 +223,20 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, query.ProjectionDurable, signer.Durable, promotion.ConsumerDurable); err != nil {
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts,
+		query.ProjectionDurable, scanner.Durable, signer.Durable, promotion.ConsumerDurable); err != nil {
 		return err
 	}
-	ingestLn, err := net.Listen("tcp", cfg.ingest.Listen)
-	if err != nil {
-		return fmt.Errorf("ingest listen: %w", err)
-	}
-	queryLn, err := net.Listen("tcp", cfg.query.Listen)
-	if err != nil {
-		return fmt.Errorf("query listen: %w", err)
-	}
 
-	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return lifecycle.ServeHTTP(ctx, ingestLn, ingestSrv.Handler(), log) })
 	g.Go(func() error { return querySvc.Run(ctx, queryLn) })
+	g.Go(func() error { return scannerSvc.Run(ctx) })
 	g.Go(func() error { return signerSvc.Run(ctx) })
 	g.Go(func() error { return promoSvc.Run(ctx) })
-	if !cfg.registryDisabled {
-		regLn, err := net.Listen("tcp", cfg.registryListen)
-		if err != nil {
-			return fmt.Errorf("registry listen: %w", err)
-		}
-		reg, err := devregistry.New(ctx, devregistry.Config{
-			StorageDir:   filepath.Join(cfg.dataDir, "registry"),
-			WebhookURL:   "http://" + ingestLn.Addr().String() + "/webhooks/distribution",
-			WebhookToken: cfg.ingest.DistributionToken,
-			LogLevel:     cfg.registryLogLevel,
-		})
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return lifecycle.ServeHTTP(ctx, regLn, reg, log) })
-		log.Info("development registry listening", "addr", regLn.Addr().String(), "push_example", "crane copy <image> "+regLn.Addr().String()+"/team/app:v1.2.3")
-	}
 	log.Info("customs is running",
 		"ingest", "http://"+ingestLn.Addr().String()+"/webhooks/distribution",
 		"grpc", queryLn.Addr().String(),
+		"metrics", "http://"+ingestLn.Addr().String()+"/metrics",
 		"nats", natsURL(nc))
 	return g.Wait()
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -56,7 +57,11 @@ type Config struct {
 	// default to DefaultRateLimit.
 	RateLimit float64
 	RateBurst int
-	Logger    *slog.Logger
+	// IgnoreRepositories are path.Match patterns ("customs/*") of
+	// repositories whose pushes are answered "ignored" instead of
+	// published, e.g. a repository that holds a vulnerability DB mirror.
+	IgnoreRepositories []string
+	Logger             *slog.Logger
 }
 
 // Validate fills in defaults.
@@ -215,6 +220,7 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 			return
 		}
 
+		parsed = s.dropIgnoredRepositories(parsed)
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
 		defer cancel()
 		// Resolve every push before publishing any, so a refused push
@@ -251,6 +257,32 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 		webhooksTotal.WithLabelValues(rc.Name(), strconv.Itoa(status), outcome).Inc()
 		writeJSON(w, status, resp)
 	}
+}
+
+// dropIgnoredRepositories moves pushes to repositories the configuration
+// ignores into Ignored, with the reason.
+func (s *Server) dropIgnoredRepositories(in Parsed) Parsed {
+	if len(s.cfg.IgnoreRepositories) == 0 {
+		return in
+	}
+	out := Parsed{Ignored: in.Ignored}
+	for _, p := range in.Pushes {
+		if pattern, ok := matchAny(s.cfg.IgnoreRepositories, p.Artifact.GetRepository()); ok {
+			out.Ignored = append(out.Ignored, Ignored{EventID: p.SourceEventID, Action: "push", Reason: fmt.Sprintf("repository %q matches ignored pattern %q", p.Artifact.GetRepository(), pattern)})
+			continue
+		}
+		out.Pushes = append(out.Pushes, p)
+	}
+	return out
+}
+
+func matchAny(patterns []string, name string) (string, bool) {
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, name); ok {
+			return pat, true
+		}
+	}
+	return "", false
 }
 
 // resolvePushes asks the registry for what a push lacks: the digest of a

@@ -181,3 +181,25 @@ func BenchmarkWebhook(b *testing.B) {
 		pub.published = pub.published[:0]
 	}
 }
+
+func TestIgnoredRepositoriesAreNotPublished(t *testing.T) {
+	t.Parallel()
+	pub := okPublisher()
+	d, _ := NewDistribution(DistributionConfig{Token: "tok"})
+	s, err := NewServer(Config{IgnoreRepositories: []string{"customs/*", "mirror"}}, pub, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for repo, wantPublished := range map[string]bool{"customs/trivy-db": false, "mirror": false, "team/app": true, "customs": true} {
+		body := strings.Replace(string(readFixture(t, "v2-manifest-push.json")), `"repository": "team/app"`, `"repository": "`+repo+`"`, 1)
+		before := len(pub.published)
+		w, resp := post(t, s.Handler(), body)
+		published := len(pub.published) > before
+		if published != wantPublished {
+			t.Errorf("%s: published %v, want %v (status %d, %s)", repo, published, wantPublished, w.Code, w.Body)
+		}
+		if !wantPublished && (w.Code != http.StatusAccepted || len(resp.Ignored) != 1 || !strings.Contains(resp.Ignored[0].Reason, "ignored pattern")) {
+			t.Errorf("%s: status %d ignored %+v", repo, w.Code, resp.Ignored)
+		}
+	}
+}

@@ -28,6 +28,9 @@ type ServiceConfig struct {
 	// DistributionRegistryHost overrides the registry host in its events.
 	DistributionRegistryHost string
 	MaxBodyBytes             int64
+	// IgnoreRepositories: comma-separated path.Match patterns of
+	// repositories whose pushes are ignored.
+	IgnoreRepositories string
 
 	// Registries is the allow-list (registries.Parse syntax) used to
 	// resolve tags to digests and to look up media types.
@@ -77,6 +80,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DistributionToken, "distribution-token", "", "bearer token CNCF Distribution sends; prefer the env var or the file (env CUSTOMS_DISTRIBUTION_TOKEN)")
 	fs.StringVar(&c.DistributionTokenFile, "distribution-token-file", lifecycle.EnvOr("CUSTOMS_DISTRIBUTION_TOKEN_FILE", ""), "file holding the Distribution bearer token (env CUSTOMS_DISTRIBUTION_TOKEN_FILE)")
 	fs.StringVar(&c.DistributionRegistryHost, "distribution-registry-host", lifecycle.EnvOr("CUSTOMS_DISTRIBUTION_REGISTRY_HOST", ""), "registry host to record for Distribution events instead of the one in the event (env CUSTOMS_DISTRIBUTION_REGISTRY_HOST)")
+	fs.StringVar(&c.IgnoreRepositories, "ingest-ignore-repositories", lifecycle.EnvOr("CUSTOMS_INGEST_IGNORE_REPOSITORIES", ""), `comma-separated repository patterns whose pushes are ignored, e.g. "mirror/*,customs/trivy-db" (env CUSTOMS_INGEST_IGNORE_REPOSITORIES)`)
 	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-body-bytes", int64(lifecycle.EnvInt("CUSTOMS_INGEST_MAX_BODY_BYTES", 1<<20)), "largest webhook body accepted (env CUSTOMS_INGEST_MAX_BODY_BYTES)")
 
 	fs.StringVar(&c.Registries, "ingest-registries", lifecycle.EnvOr("CUSTOMS_REGISTRIES", ""), `registry allow-list for tag-to-digest resolution, e.g. "docker.io,quay.io,localhost:5000;plain-http" (env CUSTOMS_REGISTRIES)`)
@@ -165,7 +169,8 @@ func NewService(cfg ServiceConfig, pub Publisher, ready func(context.Context) er
 	log.Info("ingest receivers enabled", "receivers", strings.Join(names, ","), "zot_nats_subject", cfg.ZotNATSSubject, "resolver", res != nil)
 	return NewServer(Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, Ready: ready, Logger: log, Resolver: res,
-		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		IgnoreRepositories: splitPatterns(cfg.IgnoreRepositories),
+		RateLimit:          cfg.RateLimit, RateBurst: cfg.RateBurst,
 	}, pub, receivers...)
 }
 
@@ -254,4 +259,14 @@ func StartZotNATS(cfg ServiceConfig, nc *nats.Conn, pub Publisher, log *slog.Log
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	return z.Subscribe(nc)
+}
+
+func splitPatterns(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

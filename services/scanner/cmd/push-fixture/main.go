@@ -1,0 +1,63 @@
+// Command push-fixture pushes one of the scanner's fixture images (real
+// package metadata that matches the development vulnerability DB) to a
+// registry, so a newcomer can watch an image with known findings move
+// through `make run`:
+//
+//	go run ./services/scanner/cmd/push-fixture -image alpine localhost:5000/team/app:v1.2.3
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/customs-dev/customs/services/scanner/fixtures"
+)
+
+func main() {
+	kind := flag.String("image", "alpine", "fixture to push: alpine or debian")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: push-fixture [-image alpine|debian] <registry/repository:tag>")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(*kind, flag.Arg(0)); err != nil {
+		fmt.Fprintln(os.Stderr, "push-fixture:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kind, ref string) error {
+	if _, err := name.ParseReference(ref, name.StrictValidation); err != nil {
+		return fmt.Errorf("reference %q: %w", ref, err)
+	}
+	var (
+		img v1.Image
+		err error
+	)
+	switch kind {
+	case "alpine":
+		img, err = fixtures.Alpine()
+	case "debian":
+		img, err = fixtures.Debian()
+	default:
+		return fmt.Errorf("unknown fixture %q: want alpine or debian", kind)
+	}
+	if err != nil {
+		return err
+	}
+	digest, err := fixtures.Push(context.Background(), img, ref)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s@%s\n", ref, digest)
+	return nil
+}
