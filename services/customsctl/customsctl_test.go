@@ -46,6 +46,9 @@ func startQuery(t *testing.T) string {
 			Summary:  &customsv1.ScanSummary{Counts: &customsv1.SeverityCounts{High: 1}, Scanner: "trivy", ScannerVersion: "0.74.0", DbVersion: "2"},
 			Findings: []*customsv1.Finding{{VulnerabilityId: "CVE-2024-45337", PackageName: "golang.org/x/crypto", InstalledVersion: "v0.30.0", FixedVersion: "0.31.0", Severity: customsv1.Severity_SEVERITY_HIGH, Title: "Misuse of ServerConfig.PublicKeyCallback"}},
 		}}},
+		{Id: "pr1", Artifact: ref, OccurredAt: now, Payload: &customsv1.Event_Promoted{Promoted: &customsv1.ArtifactPromoted{
+			Environment: "staging", TargetReference: "localhost:5000/staging/team/app@" + digest, TargetTags: []string{"v1.2.3"}, Actor: "auto", RuleId: "team-apps",
+		}}},
 	}
 	store, err := backbone.EnsureReportStore(ctx, conn.JS, 1)
 	if err != nil {
@@ -64,7 +67,7 @@ func startQuery(t *testing.T) string {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if a, ok := svc.ReadModel().Get(digest); ok && a.GetScan() != nil {
+		if a, ok := svc.ReadModel().Get(digest); ok && a.GetScan() != nil && len(a.GetPromotions()) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -92,14 +95,14 @@ func TestCommands(t *testing.T) {
 		want     []string
 		check    func(t *testing.T, stdout string)
 	}{
-		{name: "get by reference", args: []string{"get", "--server", addr, "localhost:5000/team/app:v1.2.3"}, want: []string{digest, "scanned", "localhost:5000/team/app:v1.2.3", "critical 0, high 1", "ingest", "succeeded", "assigned"}},
+		{name: "get by reference", args: []string{"get", "--server", addr, "localhost:5000/team/app:v1.2.3"}, want: []string{digest, "promoted", "localhost:5000/team/app:v1.2.3", "critical 0, high 1", "ingest", "succeeded", "assigned"}},
 		{name: "get json", args: []string{"get", "--server", addr, "-o", "json", digest}, check: func(t *testing.T, out string) {
 			var a map[string]any
-			if err := json.Unmarshal([]byte(out), &a); err != nil || a["digest"] != digest || a["state"] != "ARTIFACT_STATE_SCANNED" {
+			if err := json.Unmarshal([]byte(out), &a); err != nil || a["digest"] != digest || a["state"] != "ARTIFACT_STATE_PROMOTED" {
 				t.Fatalf("json %v (%v)", a, err)
 			}
 		}},
-		{name: "list", args: []string{"list", "--server", addr, "--repo", "team/app"}, want: []string{"sha256:6c3c624b58db", "scanned", "team/app:v1.2.3"}},
+		{name: "list", args: []string{"list", "--server", addr, "--repo", "team/app"}, want: []string{"sha256:6c3c624b58db", "promoted", "team/app:v1.2.3"}},
 		{name: "list by state", args: []string{"list", "--server", addr, "--state", "rejected"}, check: func(t *testing.T, out string) {
 			if strings.Contains(out, "sha256:") {
 				t.Fatalf("rejected list shows %s", out)
@@ -109,6 +112,12 @@ func TestCommands(t *testing.T) {
 		{name: "report", args: []string{"report", "--server", addr, digest}, want: []string{"CVE-2024-45337", "golang.org/x/crypto", "v0.30.0", "0.31.0", "high", "trivy 0.74.0"}},
 		{name: "report trivy json", args: []string{"report", "--server", addr, "--trivy-json", digest}, want: []string{`"SchemaVersion":2`}},
 		{name: "sbom", args: []string{"sbom", "--server", addr, digest}, want: []string{"CycloneDX"}},
+		{name: "env", args: []string{"env", "--server", addr, "staging"}, want: []string{"localhost:5000/staging/team/app", "localhost:5000/staging/team/app@" + digest, "v1.2.3", "auto", "team-apps", "C0 H1 M0 L0"}},
+		{name: "empty env", args: []string{"env", "--server", addr, "prod"}, wantCode: 1, want: []string{`not found: nothing has been promoted to environment "prod"`}},
+		{name: "promotions", args: []string{"promotions", "--server", addr, "--env", "staging"}, want: []string{"staging", "localhost:5000/staging/team/app@" + digest}},
+		{name: "rescan", args: []string{"rescan", "--server", addr, "team/app:v1.2.3"}, want: []string{"rescan of sha256:6c3c624b58db queued (event rescan-"}},
+		{name: "promote without a promotion service", args: []string{"promote", "--server", addr, "--env", "prod", "--reason", "release", "--actor", "alice", digest}, wantCode: 1, want: []string{"promotion"}},
+		{name: "promote needs a reason", args: []string{"promote", "--server", addr, "--env", "prod", digest}, wantCode: 2, want: []string{"--reason"}},
 		{name: "not found", args: []string{"get", "--server", addr, "team/none:v1"}, wantCode: 1, want: []string{"not found: no artifact is tagged team/none:v1"}},
 		{name: "bad digest", args: []string{"history", "--server", addr, "sha256:xyz"}, wantCode: 1, want: []string{"invalid request"}},
 		{name: "bad output", args: []string{"get", "--server", addr, "-o", "yaml", digest}, wantCode: 2, want: []string{"-o must be table or json"}},
@@ -153,7 +162,7 @@ func TestWatchStreamsChanges(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "scan succeeded") {
+	if !strings.Contains(out.String(), "promote succeeded") {
 		t.Errorf("watch line lacks the last stage: %q", out.String())
 	}
 	cancel()

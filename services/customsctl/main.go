@@ -19,12 +19,17 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"get":     {summary: "show one artifact by digest or reference", run: runGet},
-	"list":    {summary: "list artifacts, newest first", run: runList},
-	"watch":   {summary: "stream artifacts as they change", run: runWatch},
-	"history": {summary: "show the events of one digest in order", run: runHistory},
-	"report":  {summary: "show the vulnerability findings of one digest", run: runReport},
-	"sbom":    {summary: "print the CycloneDX SBOM of one digest", run: runSBOM},
+	"get":        {summary: "show one artifact by digest or reference", run: runGet},
+	"list":       {summary: "list artifacts, newest first", run: runList},
+	"watch":      {summary: "stream artifacts as they change", run: runWatch},
+	"history":    {summary: "show the events of one digest in order", run: runHistory},
+	"report":     {summary: "show the vulnerability findings of one digest", run: runReport},
+	"sbom":       {summary: "print the CycloneDX SBOM of one digest", run: runSBOM},
+	"env":        {summary: "show what runs in an environment, pinned by digest", run: runEnv},
+	"promotions": {summary: "list promotions, newest first", run: runPromotions},
+	"promote":    {summary: "promote a digest or reference into an environment", run: runPromote},
+	"rollback":   {summary: "roll an application back in an environment", run: runRollback},
+	"rescan":     {summary: "queue a new scan of a digest", run: runRescan},
 	// push-event talks to ingest over HTTP, not to the gRPC API.
 	"push-event": {summary: "report a pushed image and its provenance to ingest (for CI)", run: runPushEvent},
 }

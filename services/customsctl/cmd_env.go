@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+
+	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
+)
+
+func runEnv(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("env")
+	pos, err := e.parse(fs, args, 1, "one environment name, e.g. prod")
+	if err != nil {
+		return err
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := e.callContext(ctx)
+	defer cancel()
+	resp, err := c.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: pos[0]})
+	if err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return printJSON(e.stdout, resp.GetEnvironment(), true)
+	}
+	return printDeployments(e, resp.GetEnvironment().GetDeployments(), false)
+}
+
+func printDeployments(e *env, ds []*customsv1.Deployment, withEnv bool) error {
+	tw := table(e.stdout)
+	if withEnv {
+		fmt.Fprint(tw, "ENVIRONMENT\t")
+	}
+	fmt.Fprintln(tw, "APPLICATION\tPINNED REFERENCE\tTAGS\tPROMOTED\tBY\tRULE\tSCAN\tSIGNED BY")
+	for _, d := range ds {
+		if withEnv {
+			fmt.Fprintf(tw, "%s\t", d.GetEnvironment())
+		}
+		scan := "-"
+		if s := d.GetScan(); s != nil {
+			c := s.GetCounts()
+			scan = fmt.Sprintf("C%d H%d M%d L%d", c.GetCritical(), c.GetHigh(), c.GetMedium(), c.GetLow())
+		}
+		signed := "-"
+		if sg := d.GetSignature(); sg != nil {
+			signed = short(sg.GetKeyId())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetApplication(), d.GetReference(), strings.Join(d.GetTags(), ","), ts(d.GetPromotedAt()), d.GetActor(), d.GetRuleId(), scan, signed)
+	}
+	return tw.Flush()
+}
+
+func runPromotions(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("promotions")
+	envName := fs.String("env", "", "only this environment")
+	repo := fs.String("repo", "", "only this source or target repository")
+	digest := fs.String("digest", "", "only this digest")
+	if _, err := e.parse(fs, args, 0, "no arguments"); err != nil {
+		return err
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	var all []*customsv1.Deployment
+	token := ""
+	for {
+		callCtx, cancel := e.callContext(ctx)
+		resp, err := c.ListPromotions(callCtx, &customsv1.ListPromotionsRequest{Environment: *envName, Repository: *repo, Digest: *digest, PageSize: 200, PageToken: token})
+		cancel()
+		if err != nil {
+			return err
+		}
+		all = append(all, resp.GetPromotions()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if e.output == "json" {
+		return printJSON(e.stdout, &customsv1.ListPromotionsResponse{Promotions: all}, true)
+	}
+	return printDeployments(e, all, true)
+}
+
+// actorFlag defaults to the local user, so a manual promotion always says
+// who asked.
+func actorDefault() string {
+	if a := os.Getenv("CUSTOMS_ACTOR"); a != "" {
+		return a
+	}
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return ""
+}
+
+func runPromote(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("promote")
+	envName := fs.String("env", "", "target environment (required)")
+	actor := fs.String("actor", actorDefault(), "who promotes (env CUSTOMS_ACTOR, default the local user)")
+	reason := fs.String("reason", "", "why (required)")
+	pos, err := e.parse(fs, args, 1, "one digest or reference to promote")
+	if err != nil {
+		return err
+	}
+	if *envName == "" || *reason == "" || *actor == "" {
+		return usageErr{"--env, --reason and --actor are required"}
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	req := &customsv1.PromoteRequest{Environment: *envName, Actor: *actor, Reason: *reason}
+	if strings.HasPrefix(pos[0], "sha256:") || strings.HasPrefix(pos[0], "sha512:") {
+		req.Selector = &customsv1.PromoteRequest_Digest{Digest: pos[0]}
+	} else {
+		req.Selector = &customsv1.PromoteRequest_Reference{Reference: pos[0]}
+	}
+	ctx, cancel := e.callContext(ctx)
+	defer cancel()
+	resp, err := c.Promote(ctx, req)
+	if err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return printJSON(e.stdout, resp, true)
+	}
+	if resp.GetAlreadyPromoted() {
+		fmt.Fprintf(e.stdout, "%s already runs in %s: nothing copied\n", short(resp.GetDigest()), *envName)
+		return nil
+	}
+	p := resp.GetPromotion()
+	fmt.Fprintf(e.stdout, "promoted to %s: %s (rule %s)\n", p.GetEnvironment(), p.GetTargetReference(), p.GetRuleId())
+	return nil
+}
+
+func runRollback(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("rollback")
+	envName := fs.String("env", "", "environment (required)")
+	digest := fs.String("to", "", "digest to go back to (default: the one before the current)")
+	actor := fs.String("actor", actorDefault(), "who rolls back (env CUSTOMS_ACTOR, default the local user)")
+	reason := fs.String("reason", "", "why (required)")
+	pos, err := e.parse(fs, args, 1, "one application (target repository registry/repo)")
+	if err != nil {
+		return err
+	}
+	if *envName == "" || *reason == "" || *actor == "" {
+		return usageErr{"--env, --reason and --actor are required"}
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := e.callContext(ctx)
+	defer cancel()
+	resp, err := c.Rollback(ctx, &customsv1.RollbackRequest{Environment: *envName, Application: pos[0], Digest: *digest, Actor: *actor, Reason: *reason})
+	if err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return printJSON(e.stdout, resp, true)
+	}
+	fmt.Fprintf(e.stdout, "rolled back %s in %s to %s\n", pos[0], *envName, resp.GetPromotion().GetTargetReference())
+	return nil
+}
+
+func runRescan(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("rescan")
+	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	if err != nil {
+		return err
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := e.callContext(ctx)
+	defer cancel()
+	digest, err := resolveDigest(ctx, c, pos[0])
+	if err != nil {
+		return err
+	}
+	resp, err := c.RequestRescan(ctx, &customsv1.RequestRescanRequest{Digest: digest})
+	if err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return printJSON(e.stdout, resp, true)
+	}
+	fmt.Fprintf(e.stdout, "rescan of %s queued (event %s)\n", short(digest), resp.GetEventId())
+	return nil
+}
