@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/customs-dev/customs/pkg/artifactref"
 )
@@ -164,13 +165,16 @@ func (a *AllowList) Authenticator(r Registry) (authn.Authenticator, error) {
 	return auth, nil
 }
 
-// Transport returns the HTTP transport for r.
+// Transport returns the HTTP transport for r. Registry calls show up as
+// client spans in the artifact's trace.
 func (a *AllowList) Transport(r Registry) http.RoundTripper {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	if r.Insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opted in per registry
 	}
-	return t
+	return otelhttp.NewTransport(t, otelhttp.WithSpanNameFormatter(func(_ string, req *http.Request) string {
+		return "registry " + req.Method + " " + req.URL.Host
+	}))
 }
 
 // RemoteOptions returns go-containerregistry options for r.

@@ -11,11 +11,14 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/customs-dev/customs/pkg/backbone"
 )
@@ -87,3 +90,22 @@ func NewLogger(format, level string) (*slog.Logger, error) {
 		return nil, errors.New("log format must be text or json")
 	}
 }
+
+// Span starts an internal span named name under ctx. Call end with a
+// pointer to the operation's error so failures are recorded on the span:
+//
+//	ctx, end := telemetry.Span(ctx, "cosign sign")
+//	defer end(&err)
+func Span(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, func(*error)) {
+	ctx, span := otel.Tracer("github.com/customs-dev/customs").Start(ctx, name, trace.WithAttributes(attrs...))
+	return ctx, func(errp *error) {
+		if errp != nil && *errp != nil {
+			span.RecordError(*errp)
+			span.SetStatus(codes.Error, (*errp).Error())
+		}
+		span.End()
+	}
+}
+
+// Digest is the span attribute for an artifact digest.
+func Digest(d string) attribute.KeyValue { return attribute.String("customs.artifact.digest", d) }

@@ -65,7 +65,7 @@ func newStack(t *testing.T) *stack {
 	})
 	s := &stack{t: t, conn: testkit.NATS(t)}
 
-	srv, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: webhookToken, MaxBodyBytes: 64 << 10},
+	srv, err := ingest.NewService(ingest.ServiceConfig{DistributionToken: webhookToken, MaxBodyBytes: 64 << 10, IgnoreRepositories: "customs/*"},
 		backbone.NewPublisher(s.conn.JS), s.conn.Ready, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)

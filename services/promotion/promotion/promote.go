@@ -13,10 +13,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/promotion/rules"
 )
 
@@ -185,7 +187,9 @@ func (p *Promoter) decide(ctx context.Context, req request, a *artifactInfo, src
 
 	// Never trust the event: the signature must verify in the registry.
 	srcRef := pl.srcRepo.Digest(req.Digest)
-	pl.ver, err = verifySignatures(ctx, srcRef, pl.srcOpts, p.allowedKeys(m.Target))
+	verifyCtx, end := telemetry.Span(ctx, "verify signature", telemetry.Digest(req.Digest), attribute.String("customs.reference", srcRef.String()))
+	pl.ver, err = verifySignatures(verifyCtx, srcRef, pl.srcOpts, p.allowedKeys(m.Target))
+	end(&err)
 	if errors.Is(err, errImageNotFound) {
 		return nil, refused(fmt.Sprintf("%s is not in the source registry", srcRef)), nil
 	}
@@ -249,7 +253,10 @@ func (p *Promoter) carryOut(ctx context.Context, pl *plan) ([]string, *outcome, 
 			details = append(details, fmt.Sprintf("tag %q moved from %s in %s", t, prev, pl.app))
 		}
 	}
-	if _, err := copyArtifact(pl.srcRepo, pl.srcOpts, pl.dstRepo, pl.dstOpts, req.Digest); err != nil {
+	copyCtx, end := telemetry.Span(ctx, "copy to target", telemetry.Digest(req.Digest), attribute.String("customs.target", pl.app))
+	_, err := copyArtifact(pl.srcRepo, withContext(copyCtx, pl.srcOpts), pl.dstRepo, withContext(copyCtx, pl.dstOpts), req.Digest)
+	end(&err)
+	if err != nil {
 		if errors.Is(err, errImageNotFound) {
 			o := refused(err.Error())
 			return nil, &o, nil
@@ -262,7 +269,9 @@ func (p *Promoter) carryOut(ctx context.Context, pl *plan) ([]string, *outcome, 
 	// The copy must verify at the target with the same key, or it is not a
 	// promotion anyone downstream can check.
 	dstRef := pl.dstRepo.Digest(req.Digest)
-	dstVer, err := verifySignatures(ctx, dstRef, pl.dstOpts, pl.ver.Keys[:1])
+	verifyCtx, endVerify := telemetry.Span(ctx, "verify signature at target", telemetry.Digest(req.Digest), attribute.String("customs.reference", dstRef.String()))
+	dstVer, err := verifySignatures(verifyCtx, dstRef, pl.dstOpts, pl.ver.Keys[:1])
+	endVerify(&err)
 	if err != nil {
 		return nil, nil, fmt.Errorf("re-verify at target: %w", err)
 	}
@@ -383,4 +392,10 @@ func (p *Promoter) reject(ctx context.Context, a *artifactInfo, src *source, req
 	}
 	p.log.Info("promotion refused", "digest", req.Digest, "environment", req.Environment, "actor", req.Actor, "reason", o.Reason)
 	return o, nil
+}
+
+// withContext ties registry calls to ctx, so they are cancelled with it and
+// appear under its span.
+func withContext(ctx context.Context, opts []remote.Option) []remote.Option {
+	return append(slices.Clone(opts), remote.WithContext(ctx))
 }

@@ -16,6 +16,7 @@ import (
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/telemetry"
 )
 
 // Service is the scanner service.
@@ -136,7 +137,9 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 	defer stopBeat()
 
 	start := time.Now()
-	res, err := s.engine.scan(scanCtx, a)
+	spanCtx, end := telemetry.Span(scanCtx, "trivy scan", telemetry.Digest(a.GetDigest()))
+	res, err := s.engine.scan(spanCtx, a)
+	end(&err)
 	if err != nil {
 		if rc := s.runCtx.Load(); rc != nil && (*rc).Err() != nil {
 			return fmt.Errorf("scanner stopping: %w", err)
@@ -173,6 +176,9 @@ func (s *Service) handle(ctx context.Context, evt *customsv1.Event) error {
 			FindingsTruncated: truncated,
 			ReportObject:      backbone.ReportObject(a.GetDigest()),
 			SbomObject:        backbone.SBOMObject(a.GetDigest()),
+			// The signer's SLSA provenance and the promotion's tags need
+			// what CI said about the build.
+			Provenance: evt.GetPushed().GetProvenance(),
 		}},
 	}
 	if _, err := s.pub.Publish(ctx, out); err != nil {

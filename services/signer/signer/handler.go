@@ -17,6 +17,7 @@ import (
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/artifactref"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/pkg/registries"
 )
 
@@ -107,7 +108,10 @@ func (s *Service) Handle(ctx context.Context, evt *customsv1.Event) error {
 			AnnotationDBVersion:      sc.GetSummary().GetDbVersion(),
 			AnnotationPolicy:         decision.Policy,
 		}
-		if sigDigest, err = s.signer.Sign(ctx, target, st, ann); err != nil {
+		signCtx, end := telemetry.Span(ctx, "cosign sign", telemetry.Digest(a.GetDigest()))
+		sigDigest, err = s.signer.Sign(signCtx, target, st, ann)
+		end(&err)
+		if err != nil {
 			return err
 		}
 		log.Info("signed", "signature_digest", sigDigest, "key_id", s.signer.key.ID)
@@ -125,7 +129,9 @@ func (s *Service) Handle(ctx context.Context, evt *customsv1.Event) error {
 			missing = append(missing, p)
 		}
 	}
-	atts, err := s.signer.Attest(ctx, target, st, missing)
+	attestCtx, end := telemetry.Span(ctx, "cosign attest", telemetry.Digest(a.GetDigest()))
+	atts, err := s.signer.Attest(attestCtx, target, st, missing)
+	end(&err)
 	if err != nil {
 		return err
 	}
