@@ -121,7 +121,10 @@ func TestWholeChainIsOneTrace(t *testing.T) {
 	}
 
 	// process spans by consumer, publish spans by subject.
-	type key struct{ kind trace.SpanKind; name, consumer string }
+	type key struct {
+		kind           trace.SpanKind
+		name, consumer string
+	}
 	var spansByKey map[key]tracetest.SpanStub
 	eventually(t, "the chain's spans", func() error {
 		spansByKey = map[key]tracetest.SpanStub{}

@@ -17,8 +17,8 @@ import (
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/artifactref"
 	"github.com/customs-dev/customs/pkg/backbone"
-	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/pkg/registries"
+	"github.com/customs-dev/customs/pkg/telemetry"
 )
 
 // Handle processes one artifact.scanned event. A policy rejection is
