@@ -5,12 +5,17 @@ package metrics
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/customs-dev/customs/pkg/lifecycle"
 )
 
 // AdminHandler serves /metrics, /healthz (the process is alive) and /readyz
@@ -96,4 +101,16 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.redeliv, prometheus.GaugeValue, float64(info.NumRedelivered), c.stream, d)
 		ch <- prometheus.MustNewConstMetric(c.delivered, prometheus.GaugeValue, float64(info.Delivered.Stream), c.stream, d)
 	}
+}
+
+// ServeAdmin listens on addr and serves AdminHandler until ctx ends. It
+// returns once listening, or the listen error.
+func ServeAdmin(ctx context.Context, addr string, ready func(context.Context) error, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", addr, err)
+	}
+	log.Info("admin endpoints listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	go func() { _ = lifecycle.ServeHTTP(ctx, ln, AdminHandler(ready), log) }()
+	return nil
 }

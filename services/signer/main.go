@@ -11,8 +11,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/lifecycle"
+	"github.com/customs-dev/customs/pkg/metrics"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
@@ -35,6 +38,7 @@ func run() error {
 	streams.RegisterFlags(fs)
 	cfg.RegisterFlags(fs)
 	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
+	adminListen := fs.String("admin-listen", lifecycle.EnvOr("CUSTOMS_ADMIN_LISTEN", "127.0.0.1:9095"), "HTTP address for /metrics, /healthz and /readyz (env CUSTOMS_ADMIN_LISTEN)")
 	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 
@@ -62,6 +66,12 @@ func run() error {
 	cfg.Replicas = streams.Replicas
 	svc, err := signer.NewService(ctx, cfg, nc.JS, log, nil)
 	if err != nil {
+		return err
+	}
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, signer.Durable); err != nil {
+		return err
+	}
+	if err := metrics.ServeAdmin(ctx, *adminListen, nc.Ready, log); err != nil {
 		return err
 	}
 	return svc.Run(ctx)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,9 @@ import (
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/testkit"
+	"github.com/customs-dev/customs/services/scanner/fixtures"
+	"github.com/customs-dev/customs/services/scanner/vulndb"
+	"github.com/customs-dev/customs/services/signer/signer"
 )
 
 // buildBinaries builds the nats-server binary from its Go module and the
@@ -32,6 +36,9 @@ var buildBinaries = sync.OnceValues(func() (string, error) {
 		"nats-server": "github.com/nats-io/nats-server/v2",
 		"ingest":      "github.com/customs-dev/customs/services/ingest",
 		"query":       "github.com/customs-dev/customs/services/query",
+		"scanner":     "github.com/customs-dev/customs/services/scanner",
+		"signer":      "github.com/customs-dev/customs/services/signer",
+		"promotion":   "github.com/customs-dev/customs/services/promotion",
 	} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
 		if err != nil {
@@ -107,8 +114,9 @@ func (w *logWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// Every service as its own OS process against a 3-node NATS cluster with
-// replicated streams; the chain keeps working when a NATS node dies.
+// Every service as its own OS process (two scanners) against a 3-node NATS
+// cluster with replicated streams: an image goes through the whole chain,
+// and the chain keeps working when a NATS node dies.
 func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts a NATS cluster and service processes; skipped with -short")
@@ -155,7 +163,37 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 		"--ingest-listen", fmt.Sprintf("127.0.0.1:%d", ingestPort))
 	start(t, "query", filepath.Join(bin, "query"), common,
 		"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", grpcPort), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort))
-	for _, url := range []string{fmt.Sprintf("http://127.0.0.1:%d/readyz", ingestPort), fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)} {
+	s := &stack{t: t, conn: conn, registry: testkit.Registry(t, fmt.Sprintf("http://127.0.0.1:%d/webhooks/distribution", ingestPort), webhookToken)}
+	dbRef, _, err := vulndb.Publish(context.Background(), s.registry, vulndb.DefaultRepository)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := signer.EnsureKeyPair(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rules, []byte(chainRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withRegistry := append(slices.Clone(common), "CUSTOMS_REGISTRIES="+s.registry+";plain-http")
+	readyURLs := []string{fmt.Sprintf("http://127.0.0.1:%d/readyz", ingestPort), fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)}
+	for i := range 2 {
+		port := freePort(t)
+		start(t, fmt.Sprintf("scanner-%d", i), filepath.Join(bin, "scanner"), append(slices.Clone(withRegistry),
+			"CUSTOMS_SCANNER_DB_REPOSITORY="+dbRef, "CUSTOMS_SCANNER_CACHE_DIR="+t.TempDir()),
+			"--admin-listen", fmt.Sprintf("127.0.0.1:%d", port))
+		readyURLs = append(readyURLs, fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+	}
+	signerPort, promoPort := freePort(t), freePort(t)
+	start(t, "signer", filepath.Join(bin, "signer"), append(slices.Clone(withRegistry),
+		"CUSTOMS_SIGNER_KEY="+keys.PrivateKey, "CUSTOMS_SIGNER_KEY_PASSWORD_FILE="+keys.Password),
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", signerPort))
+	start(t, "promotion", filepath.Join(bin, "promotion"), append(slices.Clone(withRegistry),
+		"CUSTOMS_PROMOTION_RULES="+rules, "CUSTOMS_PROMOTION_PUBLIC_KEYS=signer="+keys.PublicKey),
+		"--admin-listen", fmt.Sprintf("127.0.0.1:%d", promoPort))
+	readyURLs = append(readyURLs, fmt.Sprintf("http://127.0.0.1:%d/readyz", signerPort), fmt.Sprintf("http://127.0.0.1:%d/readyz", promoPort))
+	for _, url := range readyURLs {
 		eventually(t, url, func() error {
 			resp, err := http.Get(url)
 			if err != nil {
@@ -169,7 +207,6 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 		})
 	}
 
-	s := &stack{t: t, conn: conn, registry: testkit.Registry(t, fmt.Sprintf("http://127.0.0.1:%d/webhooks/distribution", ingestPort), webhookToken)}
 	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -178,15 +215,36 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 	client := customsv1.NewArtifactServiceClient(cc)
 	ctx := context.Background()
 
-	first := s.push("team/dist", "v1.0.0").String()
+	img, err := fixtures.Alpine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg, err := fixtures.Push(ctx, img, s.registry+"/team/dist:v1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := dg.String()
 	// A cluster that just formed may still be electing consumer leaders.
-	eventuallyWithin(t, time.Minute, "artifact through the process chain", func() error {
+	eventuallyWithin(t, 2*time.Minute, "artifact through the whole process chain", func() error {
 		a, err := getByRef(ctx, client, "team/dist:v1.0.0")
-		if err == nil && a.GetDigest() != first {
-			return fmt.Errorf("digest %s, want %s", a.GetDigest(), first)
+		if err != nil {
+			return err
 		}
-		return err
+		if a.GetDigest() != first || a.GetState() != customsv1.ArtifactState_ARTIFACT_STATE_PROMOTED {
+			return fmt.Errorf("digest %s state %v stages %v, want %s promoted", a.GetDigest(), a.GetState(), a.GetStages(), first)
+		}
+		if a.GetScan().GetCounts().GetMedium() == 0 || a.GetSignature().GetKeyId() == "" {
+			return fmt.Errorf("no scan or signature: %v", a)
+		}
+		return nil
 	})
+	env, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "staging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := env.GetEnvironment().GetDeployments(); len(d) != 1 || d[0].GetReference() != s.registry+"/staging/team/dist@"+first {
+		t.Fatalf("staging = %v, want %s/staging/team/dist@%s", d, s.registry, first)
+	}
 
 	// Replicas 3 survive one node: stop a node and push again.
 	natsNodes[0].stop()
