@@ -33,8 +33,8 @@ build: ## build one binary per service into ./bin
 	@for s in $(SERVICES); do echo "build $$s"; CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$s ./services/$$s || exit 1; done
 
 .PHONY: test
-test: ## run every module's tests, including the integration tests
-	@set -e; for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -count=1 ./...); done
+test: $(BIN)/trivy $(BIN)/cosign ## run every module's tests, including the integration tests
+	@set -e; for m in $(MODULES); do echo "== $$m"; (cd $$m && CUSTOMS_TRIVY_CLI=$(BIN)/trivy COSIGN_CLI=$(BIN)/cosign $(GO) test -count=1 -timeout 20m ./...); done
 
 .PHONY: vet
 vet: ## go vet every module
@@ -78,9 +78,17 @@ $(BIN)/nats:
 bench: $(BIN)/nats ## loopback benchmark of ingest, query and raw JetStream (prints a Markdown table)
 	cd tests/integration && $(GO) run ./cmd/customs-bench -nats-bench $(BIN)/nats $(BENCH_ARGS)
 
-.PHONY: bench-signer
-bench-signer: ## signer: signatures/s (sign, sign+2 attestations), memory over 10k signatures, stock `cosign sign` CLI
+# The stock cosign CLI at the version the signer links, for the tests that
+# check Customs' signatures with it and for the benchmark.
+$(BIN)/cosign:
+	@mkdir -p $(BIN)
 	cd services/signer && $(GO) build -o $(BIN)/cosign github.com/sigstore/cosign/v2/cmd/cosign
+
+.PHONY: cosign-cli
+cosign-cli: $(BIN)/cosign ## build the stock cosign CLI (used by the signer and promotion tests)
+
+.PHONY: bench-signer
+bench-signer: $(BIN)/cosign ## signer: signatures/s (sign, sign+2 attestations), memory over 10k signatures, stock `cosign sign` CLI
 	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSign$$|BenchmarkSignAttest$$' -benchtime $${SIGNER_BENCH_N:-2000}x -benchmem
 	cd services/signer && COSIGN_CLI=$(BIN)/cosign $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkCosignCLISign' -benchtime 20x
 	cd services/signer && $(GO) test ./signer/ -run '^$$' -bench 'BenchmarkSignMemory' -benchtime 1x -timeout 60m
