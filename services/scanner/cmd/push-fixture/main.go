@@ -19,9 +19,9 @@ import (
 )
 
 func main() {
-	kind := flag.String("image", "alpine", "fixture to push: alpine or debian")
+	kind := flag.String("image", "alpine", "fixture to push: alpine, debian, or go (an Alpine root plus a Go binary; needs the go tool)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: push-fixture [-image alpine|debian] <registry/repository:tag>")
+		fmt.Fprintln(os.Stderr, "usage: push-fixture [-image alpine|debian|go] <registry/repository:tag>")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -48,8 +48,10 @@ func run(kind, ref string) error {
 		img, err = fixtures.Alpine()
 	case "debian":
 		img, err = fixtures.Debian()
+	case "go":
+		img, err = goImage()
 	default:
-		return fmt.Errorf("unknown fixture %q: want alpine or debian", kind)
+		return fmt.Errorf("unknown fixture %q: want alpine, debian or go", kind)
 	}
 	if err != nil {
 		return err
@@ -60,4 +62,23 @@ func run(kind, ref string) error {
 	}
 	fmt.Printf("%s@%s\n", ref, digest)
 	return nil
+}
+
+// goImage is an Alpine root plus a Go binary whose build info records a
+// golang.org/x/text version with a HIGH advisory in the development DB.
+func goImage() (v1.Image, error) {
+	dir, err := os.MkdirTemp("", "push-fixture-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := fixtures.GoBinary(context.Background(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("build the Go fixture binary: %w", err)
+	}
+	layer, err := fixtures.Layer(append(fixtures.AlpineFiles(), fixtures.GoBinaryFiles(bin)...)...)
+	if err != nil {
+		return nil, err
+	}
+	return fixtures.Image(layer)
 }
