@@ -10,13 +10,14 @@
 #
 # docker-compose.yml does this for every service.
 
-ARG GO_VERSION=1.26
+ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION} AS build
 ARG SERVICE
 WORKDIR /src
 # Trivy v0.74 imports encoding/json/v2 (see the Makefile). CGO off gives a
-# static binary that runs on distroless/static.
+# static binary that runs on distroless/static. GO_VERSION is go.work's, so
+# the image's Go is the one to use and none is downloaded.
 ENV GOEXPERIMENT=jsonv2 \
     CGO_ENABLED=0 \
     GOFLAGS=-buildvcs=false \

@@ -77,20 +77,22 @@ func parseDockerfile(text string) dockerfile {
 	return df
 }
 
-var goWorkVersion = regexp.MustCompile(`(?m)^go (\d+\.\d+)`)
+// goWorkVersion is the Go version go.work requires; the builder image must
+// be exactly that release (the golang image runs with GOTOOLCHAIN=local).
+var goWorkVersion = regexp.MustCompile(`(?m)^go (\d+\.\d+\.\d+)`)
 
 // checkDockerfile: a Go builder of the workspace's Go version making a
 // static, stripped binary of the chosen service, shipped alone on
 // distroless as nonroot.
-func checkDockerfile(df dockerfile, goMinor string) []string {
+func checkDockerfile(df dockerfile, goVersion string) []string {
 	var problems []string
 	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if len(df.stages) < 2 {
 		return []string{fmt.Sprintf("want a multi-stage build, found %d stage(s)", len(df.stages))}
 	}
 	build, final := df.stages[0], df.stages[len(df.stages)-1]
-	if !strings.HasPrefix(build.from, "golang:"+goMinor) {
-		fail("builder %q is not golang:%s, the Go of go.work", build.from, goMinor)
+	if build.from != "golang:"+goVersion && !strings.HasPrefix(build.from, "golang:"+goVersion+"-") {
+		fail("builder %q is not golang:%s, the Go of go.work", build.from, goVersion)
 	}
 	for _, want := range []string{"CGO_ENABLED=0", "GOEXPERIMENT=jsonv2"} {
 		if !slices.Contains(build.env, want) {
@@ -166,7 +168,7 @@ func TestCheckDockerfileCatches(t *testing.T) {
 		{"full base image", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:12", "is not distroless"},
 		{"cgo", "CGO_ENABLED=0", "CGO_ENABLED=1", "does not set CGO_ENABLED=0"},
 		{"unstripped", `-ldflags "-s -w"`, "", "does not run go build"},
-		{"other Go", "ARG GO_VERSION=1.26", "ARG GO_VERSION=1.24", "is not golang:1.26"},
+		{"other Go", "ARG GO_VERSION=1.26.8", "ARG GO_VERSION=1.24", "is not golang:1.26.8"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,10 +176,10 @@ func TestCheckDockerfileCatches(t *testing.T) {
 			if !strings.Contains(good, tc.old) {
 				t.Fatalf("the Dockerfile no longer contains %q; update the case", tc.old)
 			}
-			if problems := checkDockerfile(parseDockerfile(good), "1.26"); len(problems) != 0 {
+			if problems := checkDockerfile(parseDockerfile(good), "1.26.8"); len(problems) != 0 {
 				t.Fatalf("the unbroken Dockerfile already has problems:%s", joinErrs(problems))
 			}
-			problems := checkDockerfile(parseDockerfile(strings.Replace(good, tc.old, tc.new, 1)), "1.26")
+			problems := checkDockerfile(parseDockerfile(strings.Replace(good, tc.old, tc.new, 1)), "1.26.8")
 			if !slices.ContainsFunc(problems, func(s string) bool { return strings.Contains(s, tc.want) }) {
 				t.Errorf("want a problem containing %q, got:%s", tc.want, joinErrs(problems))
 			}
