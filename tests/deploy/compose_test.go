@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -377,8 +378,20 @@ func TestComposeInlinesNoSecret(t *testing.T) {
 			}
 		}
 	}
-	if problems := checkComposeSecrets(p, repoRoot(t)); len(problems) > 0 {
+	root := repoRoot(t)
+	if problems := checkComposeSecrets(p, root); len(problems) > 0 {
 		t.Errorf("docker-compose.yml secrets:%s", joinErrs(problems))
+	}
+
+	// Where the secrets live locally is kept out of git.
+	for file, pattern := range map[string]string{".gitignore": "/.env", "deploy/compose/secrets/.gitignore": "*"} {
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Fields(string(b)), pattern) {
+			t.Errorf("%s does not ignore %s", file, pattern)
+		}
 	}
 }
 
