@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -201,6 +202,14 @@ func checkDeployment(b *builtOverlay, d *appsv1.Deployment) []string {
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Volumes {
 		volumes[v.Name] = v
+		// The API server rejects a volume with two sources (a patch that
+		// adds one without removing the other); strict decoding does not.
+		if b, err := json.Marshal(v.VolumeSource); err == nil {
+			var sources map[string]any
+			if json.Unmarshal(b, &sources) == nil && len(sources) != 1 {
+				fail("volume %s has %d sources, want exactly one", v.Name, len(sources))
+			}
+		}
 		if v.ConfigMap != nil && b.configMaps[v.ConfigMap.Name] == nil {
 			fail("volume %s: ConfigMap %s is not in the overlay", v.Name, v.ConfigMap.Name)
 		}
@@ -705,6 +714,10 @@ func TestCheckOverlayCatches(t *testing.T) {
 				}
 			}
 		}, "CUSTOMS_ADMIN_LISTEN=\"127.0.0.1:9091\" does not listen on every interface"},
+		{"two volume sources", func(b *builtOverlay) {
+			v := &dep(b, "scanner").Spec.Template.Spec.Volumes[0]
+			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
+		}, "volume cache has 2 sources"},
 		{"undocumented Secret", func(b *builtOverlay) {
 			d := dep(b, "signer")
 			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "customs-undocumented"}}})
