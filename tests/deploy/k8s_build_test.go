@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -99,7 +100,7 @@ func TestKustomizeOverlaysBuildAndDecodeStrictly(t *testing.T) {
 	t.Parallel()
 	names := overlays(t)
 	for _, want := range []string{"dev", "prod"} {
-		if !contains(names, want) {
+		if !slices.Contains(names, want) {
 			t.Errorf("no overlay %q under deploy/k8s/overlays (have %v)", want, names)
 		}
 	}
@@ -141,13 +142,4 @@ func TestStrictDecoderRejectsUnknownFields(t *testing.T) {
 			}
 		})
 	}
-}
-
-func contains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
