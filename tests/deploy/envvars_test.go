@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -42,6 +43,16 @@ func knownEnv(t *testing.T, root, service string) (known map[string]bool, ok boo
 	return known, true
 }
 
+// pendingEnv are variables the deployments already set for a service whose
+// code does not read them yet. CUSTOMS_ADMIN_LISTEN: the scanner's and
+// signer's /metrics, /healthz and /readyz listener (the probes use it) is
+// being added to those services. The test fails once a service reads the
+// variable, so the entry is removed with the change that adds it.
+var pendingEnv = map[string][]string{
+	"scanner": {"CUSTOMS_ADMIN_LISTEN"},
+	"signer":  {"CUSTOMS_ADMIN_LISTEN"},
+}
+
 // A variable set for a service that its code never reads is a typo or a
 // renamed flag: the service would silently run on its default.
 func TestEnvVarsAreReadByTheServices(t *testing.T) {
@@ -62,8 +73,19 @@ func TestEnvVarsAreReadByTheServices(t *testing.T) {
 			return
 		}
 		for _, n := range names {
+			if slices.Contains(pendingEnv[service], n) {
+				continue
+			}
 			if strings.HasPrefix(n, "CUSTOMS_") && !k[n] {
 				t.Errorf("%s: %s sets %s, which services/%s does not read", where, service, n, service)
+			}
+		}
+	}
+
+	for service, names := range pendingEnv {
+		for _, n := range names {
+			if known[service][n] {
+				t.Errorf("services/%s reads %s now: remove it from pendingEnv", service, n)
 			}
 		}
 	}
