@@ -44,13 +44,14 @@ func knownEnv(t *testing.T, root, service string) (known map[string]bool, ok boo
 }
 
 // pendingEnv are variables the deployments already set for a service whose
-// code does not read them yet. CUSTOMS_ADMIN_LISTEN: the scanner's and
-// signer's /metrics, /healthz and /readyz listener (the probes use it) is
-// being added to those services. The test fails once a service reads the
+// code does not read them yet. CUSTOMS_ADMIN_LISTEN: the scanner's,
+// signer's and promotion's /metrics, /healthz and /readyz listener (the
+// probes use it) is being added to those services. The test fails once a service reads the
 // variable, so the entry is removed with the change that adds it.
 var pendingEnv = map[string][]string{
-	"scanner": {"CUSTOMS_ADMIN_LISTEN"},
-	"signer":  {"CUSTOMS_ADMIN_LISTEN"},
+	"scanner":   {"CUSTOMS_ADMIN_LISTEN"},
+	"signer":    {"CUSTOMS_ADMIN_LISTEN"},
+	"promotion": {"CUSTOMS_ADMIN_LISTEN"},
 }
 
 // A variable set for a service that its code never reads is a typo or a

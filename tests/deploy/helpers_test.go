@@ -27,9 +27,8 @@ func repoRoot(t *testing.T) string {
 // place a secret is read from (…_FILE, CUSTOMS_SIGNER_KEY).
 var sensitiveEnv = regexp.MustCompile(`(?i)(TOKEN|PASSWORD|SECRET|PASSPHRASE|CREDS|_KEY)(_FILE)?$|_AUTH_`)
 
-// customsServices are the Customs services deployed on their own. promotion
-// joins them with its own issue.
-var customsServices = []string{"ingest", "query", "scanner", "signer"}
+// customsServices are the Customs services deployed on their own.
+var customsServices = []string{"ingest", "query", "scanner", "signer", "promotion"}
 
 // joinErrs renders problems one per line for a failure message.
 func joinErrs(problems []string) string { return "\n  - " + strings.Join(problems, "\n  - ") }
