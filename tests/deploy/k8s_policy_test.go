@@ -298,6 +298,9 @@ func checkDeployment(b *builtOverlay, d *appsv1.Deployment) []string {
 			}
 		}
 		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				problems = append(problems, checkConfigMapPath(b, d, e, mounts, volumes)...)
+			}
 			if e.ValueFrom != nil {
 				switch {
 				case e.ValueFrom.SecretKeyRef != nil:
@@ -331,6 +334,34 @@ func checkDeployment(b *builtOverlay, d *appsv1.Deployment) []string {
 			} else if _, ok := containerPort(d, intstr.FromInt32(int32(n))); !ok {
 				cfail("%s=%q listens on a port the container does not declare", k, v)
 			}
+		}
+	}
+	return problems
+}
+
+// checkConfigMapPath: a variable that names a file in a mounted ConfigMap
+// names one of its keys (CUSTOMS_SIGNER_POLICY, CUSTOMS_PROMOTION_RULES).
+func checkConfigMapPath(b *builtOverlay, d *appsv1.Deployment, e corev1.EnvVar, mounts map[string]corev1.VolumeMount, volumes map[string]corev1.Volume) []string {
+	// The value may be a list such as "name=/path,other=/path".
+	var problems []string
+	for _, part := range strings.Split(e.Value, ",") {
+		_, path, _ := strings.Cut(part, "=")
+		if path == "" {
+			path = part
+		}
+		if !strings.HasPrefix(path, "/") {
+			continue
+		}
+		m, ok := mounts[filepath.Dir(path)]
+		if !ok || volumes[m.Name].ConfigMap == nil {
+			continue
+		}
+		cm := b.configMaps[volumes[m.Name].ConfigMap.Name]
+		if cm == nil {
+			continue // reported with the volume
+		}
+		if _, ok := cm.Data[filepath.Base(path)]; !ok {
+			problems = append(problems, fmt.Sprintf("Deployment/%s: %s=%q names no key of ConfigMap %s", d.Name, e.Name, e.Value, cm.Name))
 		}
 	}
 	return problems
@@ -718,6 +749,14 @@ func TestCheckOverlayCatches(t *testing.T) {
 			v := &dep(b, "scanner").Spec.Template.Spec.Volumes[0]
 			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}, "volume cache has 2 sources"},
+		{"rules file not in the ConfigMap", func(b *builtOverlay) {
+			c := &dep(b, "promotion").Spec.Template.Spec.Containers[0]
+			for i := range c.Env {
+				if c.Env[i].Name == "CUSTOMS_PROMOTION_RULES" {
+					c.Env[i].Value = "/etc/customs/rules/prod.yaml"
+				}
+			}
+		}, "CUSTOMS_PROMOTION_RULES=\"/etc/customs/rules/prod.yaml\" names no key"},
 		{"undocumented Secret", func(b *builtOverlay) {
 			d := dep(b, "signer")
 			d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "customs-undocumented"}}})
