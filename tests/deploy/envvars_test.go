@@ -44,12 +44,11 @@ func knownEnv(t *testing.T, root, service string) (known map[string]bool, ok boo
 }
 
 // pendingEnv are variables the deployments already set for a service whose
-// code does not read them yet. CUSTOMS_ADMIN_LISTEN: the scanner's,
-// signer's and promotion's /metrics, /healthz and /readyz listener (the
-// probes use it) is being added to those services. The test fails once a service reads the
+// code does not read them yet. CUSTOMS_ADMIN_LISTEN: the signer's and
+// promotion's /metrics, /healthz and /readyz listener (the probes use it)
+// is being added to those services, as it was to the scanner. The test fails once a service reads the
 // variable, so the entry is removed with the change that adds it.
 var pendingEnv = map[string][]string{
-	"scanner":   {"CUSTOMS_ADMIN_LISTEN"},
 	"signer":    {"CUSTOMS_ADMIN_LISTEN"},
 	"promotion": {"CUSTOMS_ADMIN_LISTEN"},
 }
