@@ -3,7 +3,7 @@ module github.com/customs-dev/customs/tests/deploy
 go 1.26.8
 
 require (
-	github.com/compose-spec/compose-go/v2 v2.16.2
+	github.com/compose-spec/compose-go/v2 v2.9.1
 	github.com/customs-dev/customs/services/promotion v0.0.0
 	github.com/customs-dev/customs/services/signer v0.0.0
 	github.com/distribution/distribution/v3 v3.1.2
@@ -54,7 +54,6 @@ require (
 	github.com/xlab/treeprint v1.2.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	go.yaml.in/yaml/v4 v4.0.0-rc.4 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
