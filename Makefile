@@ -36,6 +36,10 @@ build: ## build one binary per service into ./bin
 test: $(BIN)/trivy $(BIN)/cosign ## run every module's tests, including the integration tests
 	@set -e; for m in $(MODULES); do echo "== $$m"; (cd $$m && CUSTOMS_TRIVY_CLI=$(BIN)/trivy COSIGN_CLI=$(BIN)/cosign $(GO) test -count=1 -timeout 20m ./...); done
 
+.PHONY: deploy-check
+deploy-check: ## validate the Dockerfile, docker-compose.yml, kustomize overlays and NATS chart values offline (also in make test)
+	cd tests/deploy && $(GO) test -count=1 ./...
+
 .PHONY: vet
 vet: ## go vet every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
