@@ -110,6 +110,9 @@ func (p *Publisher) Publish(ctx context.Context, evt *customsv1.Event) (PublishR
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", subject, evt.GetId(), err)
 	}
 	span.SetAttributes(attribute.Int64("messaging.nats.stream_sequence", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	if !ack.Duplicate {
+		countPublished(subject, evt)
+	}
 	return PublishResult{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -208,6 +209,34 @@ func TestWholeChainIsOneTrace(t *testing.T) {
 	}
 	if registryCalls == 0 {
 		t.Error("no registry client spans in the trace")
+	}
+	// The outcome metrics saw the chain: findings, a signature, a promotion.
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if m.GetCounter().GetValue() < 1 {
+				continue
+			}
+			switch {
+			case mf.GetName() == "customs_findings_total" && labels["severity"] == "medium":
+				seen["findings"] = true
+			case mf.GetName() == "customs_events_published_total" && labels["subject"] == "artifact.signed" && labels["producer"] == "signer":
+				seen["signatures"] = true
+			case mf.GetName() == "customs_events_published_total" && labels["subject"] == "artifact.promoted":
+				seen["promotions"] = true
+			}
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("outcome metrics seen: %v, want findings, signatures and promotions", seen)
 	}
 	t.Logf("trace %s has %d spans", a.GetTraceId(), len(all))
 	for _, sp := range all {

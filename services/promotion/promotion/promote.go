@@ -384,7 +384,7 @@ func (p *Promoter) reject(ctx context.Context, a *artifactInfo, src *source, req
 		Producer:      "promotion",
 		Payload: &customsv1.Event_Rejected{Rejected: &customsv1.ArtifactRejected{
 			Stage: customsv1.Stage_STAGE_PROMOTE, Reason: o.Reason, Details: append([]string{"rule " + m.Rule.ID}, o.Details...),
-			Environment: req.Environment,
+			Environment: req.Environment, ReasonCode: reasonCode(o.Reason),
 		}},
 	}
 	if _, err := p.pub.Publish(ctx, evt); err != nil {
@@ -398,4 +398,33 @@ func (p *Promoter) reject(ctx context.Context, a *artifactInfo, src *source, req
 // appear under its span.
 func withContext(ctx context.Context, opts []remote.Option) []remote.Option {
 	return append(slices.Clone(opts), remote.WithContext(ctx))
+}
+
+// reasonCode classifies a refusal for metrics and automation; the reason
+// itself stays the human sentence.
+func reasonCode(reason string) string {
+	r := strings.ToLower(reason)
+	for _, c := range []struct{ phrase, code string }{
+		{"floating tag", "floating_tag"},
+		{"not signed by any key", "untrusted_key"},
+		{"no scan result", "not_scanned"},
+		{"no signature", "unsigned"},
+		{"not signed", "unsigned"},
+		{"key", "untrusted_key"},
+		{"must be promoted to", "environment_order"},
+		{"severity", "severity"},
+		{"critical", "severity"},
+		{"tag move", "tag_move"},
+		{"moved", "tag_move"},
+		{"attestation", "missing_attestation"},
+		{"tag", "tag_policy"},
+		{"registry", "registry"},
+		{"not in the source", "not_found"},
+		{"manual", "manual_only"},
+	} {
+		if strings.Contains(r, c.phrase) {
+			return c.code
+		}
+	}
+	return "other"
 }

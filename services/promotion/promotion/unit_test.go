@@ -146,3 +146,23 @@ rules:
 		t.Errorf("checkRules = %q", got)
 	}
 }
+
+func TestReasonCode(t *testing.T) {
+	t.Parallel()
+	for reason, want := range map[string]string{
+		`"latest" is a floating tag and is never promoted`:                        "floating_tag",
+		"no signature in the registry verifies with a configured public key":      "unsigned",
+		"not signed by any key allowed for prod (want one of release)":            "untrusted_key",
+		"must be promoted to staging before prod":                                 "environment_order",
+		"2 critical findings exceed the maximum severity high":                    "severity",
+		`tag "v1" moved from another digest, and tag moves are blocking for prod`: "tag_move",
+		"missing verified attestation https://cyclonedx.org/bom":                  "missing_attestation",
+		"the artifact has no tag to promote":                                      "tag_policy",
+		"no scan result known, and prod allows at most high findings":             "not_scanned",
+		"something new": "other",
+	} {
+		if got := reasonCode(reason); got != want {
+			t.Errorf("reasonCode(%q) = %q, want %q", reason, got, want)
+		}
+	}
+}

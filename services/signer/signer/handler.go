@@ -78,9 +78,10 @@ func (s *Service) Handle(ctx context.Context, evt *customsv1.Event) error {
 	if !decision.Allowed {
 		log.Info("rejected by policy", "policy", decision.Policy, "violations", len(decision.Violations))
 		return s.publish(ctx, evt, &customsv1.Event_Rejected{Rejected: &customsv1.ArtifactRejected{
-			Stage:   customsv1.Stage_STAGE_SIGN,
-			Reason:  decision.Reason(),
-			Details: decision.Violations,
+			Stage:      customsv1.Stage_STAGE_SIGN,
+			Reason:     decision.Reason(),
+			Details:    decision.Violations,
+			ReasonCode: "policy_violation",
 		}}, "rejected-sign", a.GetDigest(), decision.Policy)
 	}
 

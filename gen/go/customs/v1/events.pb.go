@@ -555,7 +555,10 @@ type ArtifactRejected struct {
 	// Each finding or rule that caused the rejection.
 	Details []string `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
 	// Environment, for promotion rejections.
-	Environment   string `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	Environment string `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Short, stable, machine-readable class of the reason, e.g.
+	// "policy_violation" or "floating_tag", for metrics and automation.
+	ReasonCode    string `protobuf:"bytes,5,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +617,13 @@ func (x *ArtifactRejected) GetDetails() []string {
 func (x *ArtifactRejected) GetEnvironment() string {
 	if x != nil {
 		return x.Environment
+	}
+	return ""
+}
+
+func (x *ArtifactRejected) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
 	}
 	return ""
 }
@@ -807,12 +817,14 @@ const file_customs_v1_events_proto_rawDesc = "" +
 	"targetTags\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x17\n" +
 	"\arule_id\x18\x05 \x01(\tR\x06ruleId\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x8f\x01\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xb0\x01\n" +
 	"\x10ArtifactRejected\x12'\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\x11.customs.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\adetails\x18\x03 \x03(\tR\adetails\x12 \n" +
-	"\venvironment\x18\x04 \x01(\tR\venvironment\"Q\n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12\x1f\n" +
+	"\vreason_code\x18\x05 \x01(\tR\n" +
+	"reasonCode\"Q\n" +
 	"\x0eArtifactFailed\x12'\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\x11.customs.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xcc\x01\n" +
