@@ -54,6 +54,7 @@ func main() {
 		dir         = flag.String("data-dir", "", "JetStream storage directory (default: a temporary one)")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		pubConns    = flag.Int("publish-connections", 4, "NATS connections ingest and the raw publishers spread publishes over")
+		getClients  = flag.Int("get-clients", 4, "concurrent GetArtifact callers")
 	)
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -65,7 +66,7 @@ func main() {
 		_ = pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *natsBench, *dir, *pubConns); err != nil {
+	if err := run(*total, *concurrency, *rate, *rateFor, *gets, *getClients, *natsBench, *dir, *pubConns); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "customs-bench:", err)
 		os.Exit(1)
@@ -76,7 +77,7 @@ type result struct {
 	name, value, note string
 }
 
-func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin, dir string, pubConns int) error {
+func run(total, concurrency, rate int, rateFor time.Duration, gets, getClients int, natsBin, dir string, pubConns int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	if dir == "" {
@@ -138,11 +139,11 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets int, natsBin,
 	}
 	results = append(results, result{fmt.Sprintf("ingest latency at %d webhooks/s", rate), fmt.Sprintf("p50 %s, p99 %s, max %s", pct(lat, 50), pct(lat, 99), pct(lat, 100)), fmt.Sprintf("%d webhooks over %s, open loop", len(lat), rateFor)})
 
-	getLat, n, err := getArtifact(ctx, conn, gets, quiet)
+	getLat, n, err := getArtifact(ctx, conn, gets, getClients, quiet)
 	if err != nil {
 		return err
 	}
-	results = append(results, result{"GetArtifact latency", fmt.Sprintf("p50 %s, p99 %s", pct(getLat, 50), pct(getLat, 99)), fmt.Sprintf("%d calls over loopback gRPC, 8 clients, %d artifacts in the projection", len(getLat), n)})
+	results = append(results, result{"GetArtifact latency", fmt.Sprintf("p50 %s, p99 %s", pct(getLat, 50), pct(getLat, 99)), fmt.Sprintf("%d calls over loopback gRPC, %d concurrent callers, %d artifacts in the projection", len(getLat), getClients, n)})
 
 	fmt.Println("| measurement | result | conditions |")
 	fmt.Println("| --- | --- | --- |")
@@ -293,7 +294,7 @@ func fixedRate(ctx context.Context, client *http.Client, url string, rate int, d
 	return lat, nil
 }
 
-func getArtifact(ctx context.Context, conn *backbone.Conn, calls int, log *slog.Logger) ([]time.Duration, int, error) {
+func getArtifact(ctx context.Context, conn *backbone.Conn, calls, clients int, log *slog.Logger) ([]time.Duration, int, error) {
 	svc, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log)
 	if err != nil {
 		return nil, 0, err
@@ -334,7 +335,7 @@ func getArtifact(ctx context.Context, conn *backbone.Conn, calls int, log *slog.
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	for range 8 {
+	for range clients {
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
