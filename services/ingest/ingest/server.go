@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -220,7 +221,7 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 			return
 		}
 
-		parsed = s.dropIgnoredRepositories(parsed)
+		parsed = s.dropIgnored(parsed)
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
 		defer cancel()
 		// Resolve every push before publishing any, so a refused push
@@ -259,14 +260,20 @@ func (s *Server) webhook(rc Receiver) http.HandlerFunc {
 	}
 }
 
-// dropIgnoredRepositories moves pushes to repositories the configuration
-// ignores into Ignored, with the reason.
-func (s *Server) dropIgnoredRepositories(in Parsed) Parsed {
-	if len(s.cfg.IgnoreRepositories) == 0 {
-		return in
-	}
+// cosignTag matches the tags cosign stores signatures, attestations and
+// SBOMs under: they describe an artifact, they are not one.
+var cosignTag = regexp.MustCompile(`^sha256-[a-f0-9]{64}\.(sig|att|sbom)$`)
+
+// dropIgnored moves into Ignored, with the reason, pushes of cosign
+// signatures and attestations (Customs' own signer writes them) and pushes
+// to repositories the configuration ignores.
+func (s *Server) dropIgnored(in Parsed) Parsed {
 	out := Parsed{Ignored: in.Ignored}
 	for _, p := range in.Pushes {
+		if tag := p.Artifact.GetTag(); cosignTag.MatchString(tag) {
+			out.Ignored = append(out.Ignored, Ignored{EventID: p.SourceEventID, Action: "push", Reason: fmt.Sprintf("tag %q holds cosign signatures or attestations, not an artifact", tag)})
+			continue
+		}
 		if pattern, ok := matchAny(s.cfg.IgnoreRepositories, p.Artifact.GetRepository()); ok {
 			out.Ignored = append(out.Ignored, Ignored{EventID: p.SourceEventID, Action: "push", Reason: fmt.Sprintf("repository %q matches ignored pattern %q", p.Artifact.GetRepository(), pattern)})
 			continue

@@ -203,3 +203,26 @@ func TestIgnoredRepositoriesAreNotPublished(t *testing.T) {
 		}
 	}
 }
+
+func TestCosignTagsAreNotArtifacts(t *testing.T) {
+	t.Parallel()
+	pub := okPublisher()
+	h := newTestServer(t, pub)
+	for tag, wantPublished := range map[string]bool{
+		"sha256-" + strings.Repeat("a", 64) + ".sig":  false,
+		"sha256-" + strings.Repeat("b", 64) + ".att":  false,
+		"sha256-" + strings.Repeat("c", 64) + ".sbom": false,
+		"sha256-abc.sig": true,
+		"v1.2.3":         true,
+	} {
+		body := strings.Replace(string(readFixture(t, "v2-manifest-push.json")), `"tag": "v1.2.3"`, `"tag": "`+tag+`"`, 1)
+		before := len(pub.published)
+		w, resp := post(t, h, body)
+		if published := len(pub.published) > before; published != wantPublished {
+			t.Errorf("tag %s: published %v, want %v (%d %s)", tag, published, wantPublished, w.Code, w.Body)
+		}
+		if !wantPublished && (w.Code != http.StatusAccepted || !strings.Contains(resp.Ignored[0].Reason, "cosign")) {
+			t.Errorf("tag %s: %d %+v", tag, w.Code, resp.Ignored)
+		}
+	}
+}
