@@ -47,7 +47,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // ServerOptions returns the options for grpc.NewServer.
 func (c Config) ServerOptions() ([]grpc.ServerOption, error) {
-	opts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
+	opts := []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		// Whole environments are a few hundred KiB: larger HTTP/2 windows
+		// send them without waiting on window updates.
+		grpc.InitialWindowSize(1 << 20),
+		grpc.InitialConnWindowSize(4 << 20),
+	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		creds, err := c.tlsCredentials()
 		if err != nil {

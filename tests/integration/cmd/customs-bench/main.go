@@ -33,9 +33,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/query/query"
@@ -144,6 +147,14 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets, getClients i
 		return err
 	}
 	results = append(results, result{"GetArtifact latency", fmt.Sprintf("p50 %s, p99 %s", pct(getLat, 50), pct(getLat, 99)), fmt.Sprintf("%d calls over loopback gRPC, %d concurrent callers, %d artifacts in the projection", len(getLat), getClients, n)})
+
+	envLat, envServer, apps, err := getEnvironment(ctx, conn, 1000, 2000, quiet)
+	if err != nil {
+		return err
+	}
+	results = append(results,
+		result{"GetEnvironment, server answer time", fmt.Sprintf("p50 %s, p99 %s", pct(envServer, 50), pct(envServer, 99)), fmt.Sprintf("%d calls, one caller, %d applications: from the call's arrival to its last byte sent (gRPC stats handler)", len(envServer), apps)},
+		result{"GetEnvironment, round trip in the caller", fmt.Sprintf("p50 %s, p99 %s", pct(envLat, 50), pct(envLat, 99)), "the same calls, including the Go client decoding the ~360 KB response in the same process"})
 
 	fmt.Println("| measurement | result | conditions |")
 	fmt.Println("| --- | --- | --- |")
@@ -365,4 +376,113 @@ func pct(lat []time.Duration, p float64) string {
 	slices.Sort(s)
 	i := int(float64(len(s)-1) * p / 100)
 	return s[i].Round(10 * time.Microsecond).String()
+}
+
+// getEnvironment promotes apps synthetic applications into one environment
+// (artifact.promoted events, as the promotion service publishes them) and
+// times GetEnvironment over gRPC once the query service shows them all.
+func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, log *slog.Logger) (clientLat, serverLat []time.Duration, n int, err error) {
+	pub := conn.Publisher()
+	for i := range apps {
+		h := sha256.Sum256([]byte("env-app-" + strconv.Itoa(i)))
+		digest := "sha256:" + hex.EncodeToString(h[:])
+		repo := fmt.Sprintf("bench/app%04d", i)
+		target := "registry.bench:5000/prod/" + repo
+		_, err := pub.Publish(ctx, &customsv1.Event{
+			Id:         "bench-promoted-" + strconv.Itoa(i),
+			Artifact:   &customsv1.ArtifactRef{Registry: "registry.bench:5000", Repository: repo, Digest: digest, MediaType: "application/vnd.oci.image.manifest.v1+json", Tag: "v1.0.0"},
+			OccurredAt: timestamppb.Now(),
+			Producer:   "bench",
+			Payload: &customsv1.Event_Promoted{Promoted: &customsv1.ArtifactPromoted{
+				Environment: "bench-prod", TargetReference: target + "@" + digest, TargetTags: []string{"v1.0.0", "0a1b2c3"},
+				Actor: "auto", RuleId: "bench", Reason: "benchmark",
+			}},
+		})
+		if err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	opts, err := grpcserver.Config{}.ServerOptions()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	timer := &serverTimer{}
+	svc, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log, append(opts, grpc.StatsHandler(timer))...)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	qctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = svc.Run(qctx, ln) }()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer cc.Close()
+	client := customsv1.NewArtifactServiceClient(cc)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		resp, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "bench-prod"})
+		if err == nil && len(resp.GetEnvironment().GetDeployments()) == apps {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, 0, fmt.Errorf("environment never reached %d applications: %v", apps, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	timer.reset()
+	lat := make([]time.Duration, calls)
+	for i := range calls {
+		start := time.Now()
+		if _, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "bench-prod"}); err != nil {
+			return nil, nil, 0, err
+		}
+		lat[i] = time.Since(start)
+	}
+	return lat, timer.durations(), apps, nil
+}
+
+// serverTimer measures, on the server, from a call's arrival to its last
+// byte sent: the time the server takes to answer, without the client's
+// decoding.
+type serverTimer struct {
+	mu   sync.Mutex
+	took []time.Duration
+}
+
+type beginKey struct{}
+
+func (s *serverTimer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, beginKey{}, time.Now())
+}
+
+func (s *serverTimer) HandleRPC(ctx context.Context, st stats.RPCStats) {
+	if _, ok := st.(*stats.End); ok {
+		if begin, ok := ctx.Value(beginKey{}).(time.Time); ok {
+			s.mu.Lock()
+			s.took = append(s.took, time.Since(begin))
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *serverTimer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (s *serverTimer) HandleConn(context.Context, stats.ConnStats)                       {}
+
+func (s *serverTimer) reset() {
+	s.mu.Lock()
+	s.took = nil
+	s.mu.Unlock()
+}
+
+func (s *serverTimer) durations() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.took)
 }
