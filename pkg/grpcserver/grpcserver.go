@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec wrapped below
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -53,6 +55,7 @@ func (c Config) ServerOptions() ([]grpc.ServerOption, error) {
 		// send them without waiting on window updates.
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(4 << 20),
+		grpc.ForceServerCodecV2(codec{base: encoding.GetCodecV2(protoName)}),
 	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		creds, err := c.tlsCredentials()
@@ -97,6 +100,8 @@ func (c Config) tlsCredentials() (credentials.TransportCredentials, error) {
 	}
 	return credentials.NewTLS(cfg), nil
 }
+
+const protoName = "proto"
 
 // Health checks stay open so probes and load balancers need no token.
 func exempt(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }

@@ -19,6 +19,7 @@ import (
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/artifactref"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/grpcserver"
 )
 
 // DefaultCommandTimeout bounds a Promote or Rollback: the promotion service
@@ -64,7 +65,30 @@ func (s *Server) GetEnvironment(_ context.Context, req *customsv1.GetEnvironment
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "nothing has been promoted to environment %q", req.GetName())
 	}
-	return &customsv1.GetEnvironmentResponse{Environment: &customsv1.Environment{Name: req.GetName(), Deployments: deps}}, nil
+	return s.environmentResponse(req.GetName(), deps), nil
+}
+
+// environmentResponse returns the same frozen response for as long as the
+// environment view returns the same deployments, so the gRPC layer encodes
+// a whole environment once instead of on every call.
+func (s *Server) environmentResponse(name string, deps []*customsv1.Deployment) *customsv1.GetEnvironmentResponse {
+	type cached struct {
+		first *customsv1.Deployment
+		n     int
+		resp  *customsv1.GetEnvironmentResponse
+	}
+	var first *customsv1.Deployment
+	if len(deps) > 0 {
+		first = deps[0]
+	}
+	if c, ok := s.envResponses.Load(name); ok {
+		if c := c.(cached); c.first == first && c.n == len(deps) {
+			return c.resp
+		}
+	}
+	resp := grpcserver.Freeze(&customsv1.GetEnvironmentResponse{Environment: &customsv1.Environment{Name: name, Deployments: deps}})
+	s.envResponses.Store(name, cached{first: first, n: len(deps), resp: resp})
+	return resp
 }
 
 // ListPromotions implements ArtifactService.

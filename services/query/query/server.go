@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,9 @@ type Server struct {
 	reports jetstream.ObjectStore
 	// promo is set by WithPromotions.
 	promo *promotionBackend
+	// envResponses caches the frozen GetEnvironment response per
+	// environment name.
+	envResponses sync.Map
 }
 
 // NewServer serves reads from model, histories from kv, and reports and
