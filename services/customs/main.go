@@ -15,9 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -27,7 +25,7 @@ import (
 	"github.com/customs-dev/customs/pkg/grpcserver"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/metrics"
-	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/pkg/servicemain"
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
@@ -41,10 +39,7 @@ type config struct {
 	registryListen   string
 	registryDisabled bool
 	registryLogLevel string
-	logFormat        string
-	logLevel         string
-	conn             backbone.ConnConfig
-	streams          backbone.StreamConfig
+	common           servicemain.Flags
 	ingest           ingest.ServiceConfig
 	query            query.ServiceConfig
 	scanner          scanner.ServiceConfig
@@ -54,12 +49,7 @@ type config struct {
 	grpcSecurity     grpcserver.Config
 }
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "customs:", err)
-		os.Exit(1)
-	}
-}
+func main() { servicemain.Main("customs", run) }
 
 func run() error {
 	var cfg config
@@ -68,10 +58,7 @@ func run() error {
 	flags.StringVar(&cfg.registryListen, "registry-listen", lifecycle.EnvOr("CUSTOMS_REGISTRY_LISTEN", "127.0.0.1:5000"), "development registry listen address (env CUSTOMS_REGISTRY_LISTEN)")
 	flags.BoolVar(&cfg.registryDisabled, "no-registry", lifecycle.EnvBool("CUSTOMS_NO_REGISTRY", false), "do not start the development registry (env CUSTOMS_NO_REGISTRY)")
 	flags.StringVar(&cfg.registryLogLevel, "registry-log-level", lifecycle.EnvOr("CUSTOMS_REGISTRY_LOG_LEVEL", "fatal"), "development registry log level: debug, info, warn, error or fatal (env CUSTOMS_REGISTRY_LOG_LEVEL)")
-	flags.StringVar(&cfg.logFormat, "log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
-	flags.StringVar(&cfg.logLevel, "log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
-	cfg.conn.RegisterFlags(flags)
-	cfg.streams.RegisterFlags(flags)
+	cfg.common.Register(flags)
 	cfg.ingest.RegisterFlags(flags)
 	cfg.query.RegisterFlags(flags)
 	cfg.scanner.RegisterFlags(flags)
@@ -80,21 +67,10 @@ func run() error {
 	cfg.grpcSecurity.RegisterFlags(flags)
 	_ = flags.Parse(os.Args[1:])
 	if !isFlagSet(flags, "nats-data-dir") && os.Getenv("CUSTOMS_NATS_DATA_DIR") == "" {
-		cfg.conn.DataDir = filepath.Join(cfg.dataDir, "nats")
+		cfg.common.Conn.DataDir = filepath.Join(cfg.dataDir, "nats")
 	}
 
-	log, err := telemetry.NewLogger(cfg.logFormat, cfg.logLevel)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs"})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
-
+	var err error
 	if cfg.ingest.DistributionToken == "" && cfg.ingest.DistributionTokenFile == "" && os.Getenv("CUSTOMS_DISTRIBUTION_TOKEN") == "" {
 		// Zero-config: the dev registry and ingest share a generated token.
 		tokenFile := filepath.Join(cfg.dataDir, "distribution-token")
@@ -127,7 +103,13 @@ func run() error {
 		// The tour's policy, when run from the repository (make run).
 		cfg.signer.PolicyFile = devPolicy
 	}
-	pub, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, log)
+
+	rt, err := cfg.common.Start("runtime")
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	pub, err := signer.UseGeneratedKey(&cfg.signer, cfg.dataDir, rt.Log)
 	if err != nil {
 		return err
 	}
@@ -135,17 +117,7 @@ func run() error {
 		// Promotion verifies what the signer signed, with the same key.
 		cfg.promotion.PublicKeys = "signer=" + pub
 	}
-
-	cfg.conn.Name = "customs"
-	nc, err := backbone.Connect(ctx, cfg.conn, log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := backbone.EnsureStreams(ctx, nc.JS, cfg.streams); err != nil {
-		return err
-	}
-	return serve(ctx, cfg, nc, log)
+	return serve(rt.Ctx, cfg, rt.NATS, rt.Log)
 }
 
 func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger) error {
@@ -207,22 +179,22 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	cfg.query.Replicas = cfg.streams.Replicas
+	cfg.query.Replicas = cfg.common.Streams.Replicas
 	querySvc, err := query.NewService(ctx, cfg.query, nc.JS, log.With("service", "query"), grpcOpts...)
 	if err != nil {
 		return err
 	}
-	cfg.scanner.Replicas = cfg.streams.Replicas
-	scannerSvc, err := scanner.NewService(ctx, cfg.scanner, nc.JS, log.With("service", "scanner"))
+	cfg.scanner.Replicas = cfg.common.Streams.Replicas
+	scannerSvc, err := scanner.NewService(ctx, cfg.scanner, nc.JS, log) // it tags its own logs
 	if err != nil {
 		return err
 	}
-	cfg.signer.Replicas = cfg.streams.Replicas
+	cfg.signer.Replicas = cfg.common.Streams.Replicas
 	signerSvc, err := signer.NewService(ctx, cfg.signer, nc.JS, log.With("service", "signer"), nil)
 	if err != nil {
 		return err
 	}
-	cfg.promotion.Replicas = cfg.streams.Replicas
+	cfg.promotion.Replicas = cfg.common.Streams.Replicas
 	promoSvc, err := promotion.NewService(ctx, cfg.promotion, nc.JS, nc.NC, log.With("service", "promotion"), nil)
 	if err != nil {
 		return err

@@ -3,79 +3,47 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/metrics"
-	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/pkg/servicemain"
 	"github.com/customs-dev/customs/services/scanner/scanner"
 )
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "scanner:", err)
-		os.Exit(1)
-	}
-}
+func main() { servicemain.Main("scanner", run) }
 
 func run() error {
 	var (
-		conn    backbone.ConnConfig
-		streams backbone.StreamConfig
-		cfg     scanner.ServiceConfig
+		common servicemain.Flags
+		cfg    scanner.ServiceConfig
 	)
 	fs := flag.NewFlagSet("scanner", flag.ExitOnError)
-	conn.RegisterFlags(fs)
-	streams.RegisterFlags(fs)
+	common.Register(fs)
 	cfg.RegisterFlags(fs)
-	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
 	adminListen := fs.String("admin-listen", lifecycle.EnvOr("CUSTOMS_ADMIN_LISTEN", "127.0.0.1:9094"), "HTTP address for /metrics, /healthz and /readyz (env CUSTOMS_ADMIN_LISTEN)")
-	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 
-	log, err := telemetry.NewLogger(*logFormat, *logLevel)
+	rt, err := common.Start("scanner")
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs-scanner"})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
-
-	conn.Name = "customs-scanner"
-	nc, err := backbone.Connect(ctx, conn, log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
-		return err
-	}
-	cfg.Replicas = streams.Replicas
+	defer rt.Close()
+	cfg.Replicas = common.Streams.Replicas
 	cfg.Registerer = prometheus.DefaultRegisterer
-	svc, err := scanner.NewService(ctx, cfg, nc.JS, log)
+	svc, err := scanner.NewService(rt.Ctx, cfg, rt.NATS.JS, rt.Log)
 	if err != nil {
 		return err
 	}
-	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, scanner.Durable); err != nil {
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, rt.NATS.JS, backbone.StreamArtifacts, scanner.Durable); err != nil {
 		return err
 	}
-	adminLn, err := net.Listen("tcp", *adminListen)
-	if err != nil {
-		return fmt.Errorf("admin listen: %w", err)
+	if err := metrics.ServeAdmin(rt.Ctx, *adminListen, rt.NATS.Ready, rt.Log); err != nil {
+		return err
 	}
-	go func() { _ = lifecycle.ServeHTTP(ctx, adminLn, metrics.AdminHandler(nc.Ready), log) }()
-	return svc.Run(ctx)
+	return svc.Run(rt.Ctx)
 }

@@ -4,75 +4,46 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/metrics"
-	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/pkg/servicemain"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "signer:", err)
-		os.Exit(1)
-	}
-}
+func main() { servicemain.Main("signer", run) }
 
 func run() error {
 	var (
-		conn    backbone.ConnConfig
-		streams backbone.StreamConfig
-		cfg     signer.ServiceConfig
+		common servicemain.Flags
+		cfg    signer.ServiceConfig
 	)
 	fs := flag.NewFlagSet("signer", flag.ExitOnError)
-	conn.RegisterFlags(fs)
-	streams.RegisterFlags(fs)
+	common.Register(fs)
 	cfg.RegisterFlags(fs)
-	logFormat := fs.String("log-format", lifecycle.EnvOr("CUSTOMS_LOG_FORMAT", "text"), "text or json (env CUSTOMS_LOG_FORMAT)")
 	adminListen := fs.String("admin-listen", lifecycle.EnvOr("CUSTOMS_ADMIN_LISTEN", "127.0.0.1:9095"), "HTTP address for /metrics, /healthz and /readyz (env CUSTOMS_ADMIN_LISTEN)")
-	logLevel := fs.String("log-level", lifecycle.EnvOr("CUSTOMS_LOG_LEVEL", "info"), "debug, info, warn or error (env CUSTOMS_LOG_LEVEL)")
 	_ = fs.Parse(os.Args[1:])
 
-	log, err := telemetry.NewLogger(*logFormat, *logLevel)
+	rt, err := common.Start("signer")
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "customs-signer"})
+	defer rt.Close()
+	cfg.Replicas = common.Streams.Replicas
+	svc, err := signer.NewService(rt.Ctx, cfg, rt.NATS.JS, rt.Log, nil)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
-
-	conn.Name = "customs-signer"
-	nc, err := backbone.Connect(ctx, conn, log)
-	if err != nil {
+	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, rt.NATS.JS, backbone.StreamArtifacts, signer.Durable); err != nil {
 		return err
 	}
-	defer nc.Close()
-	if err := backbone.EnsureStreams(ctx, nc.JS, streams); err != nil {
+	if err := metrics.ServeAdmin(rt.Ctx, *adminListen, rt.NATS.Ready, rt.Log); err != nil {
 		return err
 	}
-	cfg.Replicas = streams.Replicas
-	svc, err := signer.NewService(ctx, cfg, nc.JS, log, nil)
-	if err != nil {
-		return err
-	}
-	if err := metrics.RegisterConsumers(prometheus.DefaultRegisterer, nc.JS, backbone.StreamArtifacts, signer.Durable); err != nil {
-		return err
-	}
-	if err := metrics.ServeAdmin(ctx, *adminListen, nc.Ready, log); err != nil {
-		return err
-	}
-	return svc.Run(ctx)
+	return svc.Run(rt.Ctx)
 }
