@@ -183,15 +183,29 @@ func (v *EnvironmentView) Environment(env string, model *ReadModel) ([]*customsv
 	return deps, true
 }
 
+// join builds an environment's deployments with their current scan and
+// signature summaries. What runs where is read far more often than it
+// changes and a whole environment travels in one response, so each entry
+// is a summary: the source without the digest and media type the pinned
+// reference already carries, and the signature without its attestation
+// list (GetArtifact has the details).
 func join(list []*customsv1.Deployment, model *ReadModel) []*customsv1.Deployment {
 	out := make([]*customsv1.Deployment, len(list))
 	backing := make([]customsv1.Deployment, len(list))
+	sources := make([]customsv1.ArtifactRef, len(list))
 	for i, d := range list {
 		c := &backing[i]
 		shallowCopy(c, d)
+		if src := d.GetSource(); src != nil {
+			sources[i] = customsv1.ArtifactRef{Registry: src.GetRegistry(), Repository: src.GetRepository(), Tag: src.GetTag()}
+			c.Source = &sources[i]
+		}
 		if model != nil {
 			if a, ok := model.Get(d.GetDigest()); ok {
-				c.Scan, c.Signature = a.GetScan(), a.GetSignature()
+				c.Scan = a.GetScan()
+				if sg := a.GetSignature(); sg != nil {
+					c.Signature = &customsv1.ArtifactSigned{SignatureDigest: sg.GetSignatureDigest(), KeyId: sg.GetKeyId(), Policy: sg.GetPolicy()}
+				}
 			}
 		}
 		out[i] = c
