@@ -1398,7 +1398,8 @@ func (x *ArtifactRecord) GetHistoryTruncated() bool {
 
 // Deployment is one promotion of one digest into one environment: the
 // current state of an application in GetEnvironment, or one history entry
-// in ListPromotions.
+// in ListPromotions. GetEnvironment sends summaries: source without digest
+// and media type, signature without its attestation list.
 type Deployment struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
