@@ -176,21 +176,11 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 
 func runRescan(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("rescan")
-	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	c, ctx, digest, done, err := e.digestCall(ctx, fs, args)
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := e.client()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	ctx, cancel := e.callContext(ctx)
-	defer cancel()
-	digest, err := resolveDigest(ctx, c, pos[0])
-	if err != nil {
-		return err
-	}
+	defer done()
 	resp, err := c.RequestRescan(ctx, &customsv1.RequestRescanRequest{Digest: digest})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"strings"
 
@@ -10,21 +11,11 @@ import (
 
 func runHistory(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("history")
-	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	c, ctx, digest, done, err := e.digestCall(ctx, fs, args)
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := e.client()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	ctx, cancel := e.callContext(ctx)
-	defer cancel()
-	digest, err := resolveDigest(ctx, c, pos[0])
-	if err != nil {
-		return err
-	}
+	defer done()
 	resp, err := c.GetArtifactHistory(ctx, &customsv1.GetArtifactHistoryRequest{Digest: digest})
 	if err != nil {
 		return err
@@ -46,6 +37,31 @@ func runHistory(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", h.GetStreamSequence(), h.GetSubject(), ts(ev.GetOccurredAt()), ev.GetProducer(), ref, detail(ev))
 	}
 	return tw.Flush()
+}
+
+// digestCall parses the one digest-or-reference argument, dials the server
+// and resolves the argument to a digest within one call deadline. done
+// releases the connection and the deadline.
+func (e *env) digestCall(ctx context.Context, fs *flag.FlagSet, args []string) (customsv1.ArtifactServiceClient, context.Context, string, func(), error) {
+	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	c, closeConn, err := e.client()
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	ctx, cancel := e.callContext(ctx)
+	done := func() {
+		cancel()
+		closeConn()
+	}
+	digest, err := resolveDigest(ctx, c, pos[0])
+	if err != nil {
+		done()
+		return nil, nil, "", nil, err
+	}
+	return c, ctx, digest, done, nil
 }
 
 // resolveDigest accepts a digest or a reference and returns the digest.

@@ -11,21 +11,11 @@ import (
 func runReport(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("report")
 	full := fs.Bool("trivy-json", false, "print the full Trivy JSON report instead of the table")
-	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	c, ctx, digest, done, err := e.digestCall(ctx, fs, args)
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := e.client()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	ctx, cancel := e.callContext(ctx)
-	defer cancel()
-	digest, err := resolveDigest(ctx, c, pos[0])
-	if err != nil {
-		return err
-	}
+	defer done()
 	resp, err := c.GetVulnerabilityReport(ctx, &customsv1.GetVulnerabilityReportRequest{Digest: digest})
 	if err != nil {
 		return err
@@ -55,21 +45,11 @@ func runReport(ctx context.Context, e *env, args []string) error {
 func runSBOM(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("sbom")
 	out := fs.String("f", "", "write the SBOM to this file instead of standard output")
-	pos, err := e.parse(fs, args, 1, "one digest or reference")
+	c, ctx, digest, done, err := e.digestCall(ctx, fs, args)
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := e.client()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	ctx, cancel := e.callContext(ctx)
-	defer cancel()
-	digest, err := resolveDigest(ctx, c, pos[0])
-	if err != nil {
-		return err
-	}
+	defer done()
 	resp, err := c.GetSBOM(ctx, &customsv1.GetSBOMRequest{Digest: digest})
 	if err != nil {
 		return err
