@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -230,43 +229,4 @@ func verifyAt(ctx context.Context, d name.Digest, k *testKey, atts bool) error {
 		}
 	}
 	return nil
-}
-
-// cosignCLI builds the stock cosign CLI from the cosign module this module
-// requires (the same version as the library). COSIGN_CLI points at a
-// prebuilt one instead.
-func cosignCLI(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("COSIGN_CLI"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "cosign")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/sigstore/cosign/v2/cmd/cosign")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build cosign CLI: %v\n%s", err, b)
-	}
-	return out
-}
-
-// runCosign runs the CLI fully offline: key-based verification, no tlog,
-// plain-HTTP registry, TUF and caches in a throwaway home. Setting
-// SIGSTORE_REKOR_PUBLIC_KEY (never used with the tlog check off) stops
-// cosign from fetching the public-good trusted root first.
-func runCosign(t testing.TB, cli, pubKey string, args ...string) ([]byte, error) {
-	t.Helper()
-	home := t.TempDir()
-	full := append([]string{args[0]}, "--insecure-ignore-tlog=true", "--allow-http-registry=true", "--allow-insecure-registry=true")
-	full = append(full, args[1:]...)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cli, full...)
-	cmd.Env = append(os.Environ(),
-		"HOME="+home,
-		"TUF_ROOT="+filepath.Join(home, "tuf"),
-		"SIGSTORE_NO_CACHE=true",
-		"DOCKER_CONFIG="+filepath.Join(home, "docker"),
-		"SIGSTORE_REKOR_PUBLIC_KEY="+pubKey,
-	)
-	return cmd.CombinedOutput()
 }

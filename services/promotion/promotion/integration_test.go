@@ -412,18 +412,18 @@ func TestPromotionEndToEnd(t *testing.T) {
 		if testing.Short() {
 			t.Skip("-short: skipping the stock cosign CLI build")
 		}
-		cli := cosignCLI(t)
+		cli := testkit.CosignCLI(t)
 		ref := prodApp + "@" + img.DigestStr()
 		for _, args := range [][]string{
 			{"verify", "--key", e.release.file, ref},
 			{"verify-attestation", "--key", e.release.file, "--type", "cyclonedx", ref},
 		} {
-			out, err := runCosign(t, cli, e.release.file, args...)
+			out, err := testkit.RunCosign(t, cli, e.release.file, args...)
 			if err != nil || !bytes.Contains(out, []byte(img.DigestStr()[len("sha256:"):])) && !bytes.Contains(out, []byte(`"payload"`)) {
 				t.Errorf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
 		}
-		if out, err := runCosign(t, cli, e.rogue.file, "verify", "--key", e.rogue.file, ref); err == nil {
+		if out, err := testkit.RunCosign(t, cli, e.rogue.file, "verify", "--key", e.rogue.file, ref); err == nil {
 			t.Errorf("cosign verify with the rogue key succeeded:\n%s", out)
 		}
 	})

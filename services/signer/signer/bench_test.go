@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/customs-dev/customs/pkg/devregistry"
+	"github.com/customs-dev/customs/pkg/testkit"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
 
@@ -169,7 +170,7 @@ func BenchmarkSignMemory(b *testing.B) {
 // against the same kind of registry: a process start and an scrypt key
 // decryption each time.
 func BenchmarkCosignCLISign(b *testing.B) {
-	cli := cosignCLI(b)
+	cli := testkit.CosignCLI(b)
 	files := keyPair(b)
 	pw, err := os.ReadFile(files.Password)
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -374,7 +372,7 @@ func TestSignerEndToEnd(t *testing.T) {
 		if testing.Short() {
 			t.Skip("-short: skipping the stock cosign CLI build")
 		}
-		cli := cosignCLI(t)
+		cli := testkit.CosignCLI(t)
 		ref := clean.String()
 		cases := [][]string{
 			{"verify", "--key", e.keys.PublicKey, ref},
@@ -383,7 +381,7 @@ func TestSignerEndToEnd(t *testing.T) {
 			{"verify-attestation", "--key", e.keys.PublicKey, "--type", "slsaprovenance1", ref},
 		}
 		for _, args := range cases {
-			out, err := runCosign(t, cli, e.keys.PublicKey, args...)
+			out, err := testkit.RunCosign(t, cli, e.keys.PublicKey, args...)
 			if err != nil {
 				t.Errorf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
 				continue
@@ -398,7 +396,7 @@ func TestSignerEndToEnd(t *testing.T) {
 		// the passes above prove nothing. Push here so this subtest does
 		// not depend on the one above having run.
 		pushImage(t, e.host, "team/app", "v1")
-		out, err := runCosign(t, cli, e.keys.PublicKey, "verify", "--key", e.keys.PublicKey, e.host+"/team/app:v1")
+		out, err := testkit.RunCosign(t, cli, e.keys.PublicKey, "verify", "--key", e.keys.PublicKey, e.host+"/team/app:v1")
 		if err == nil {
 			t.Errorf("cosign verify of the tampered tag succeeded:\n%s", out)
 		}
@@ -413,44 +411,4 @@ func mustTag(t *testing.T, f func(name.Reference, ...ociremote.Option) (name.Tag
 		t.Fatal(err)
 	}
 	return tg
-}
-
-// cosignCLI builds the stock cosign CLI from the cosign module this module
-// requires, so the CLI and the library are the same version. COSIGN_CLI
-// points at a prebuilt one instead.
-func cosignCLI(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("COSIGN_CLI"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "cosign")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/sigstore/cosign/v2/cmd/cosign")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build cosign CLI: %v\n%s", err, b)
-	}
-	return out
-}
-
-// runCosign runs the CLI offline: key-based verification with the tlog
-// check off, plain-HTTP registry, and a throwaway TUF cache. Setting
-// SIGSTORE_REKOR_PUBLIC_KEY (to any PEM key; with the tlog check off it is
-// never used) keeps cosign from trying to fetch the public-good trusted
-// root from the network first.
-func runCosign(t testing.TB, cli, pubKey string, args ...string) ([]byte, error) {
-	t.Helper()
-	home := t.TempDir()
-	full := append([]string{args[0]}, "--insecure-ignore-tlog=true", "--allow-http-registry=true", "--allow-insecure-registry=true")
-	full = append(full, args[1:]...)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cli, full...)
-	cmd.Env = append(os.Environ(),
-		"HOME="+home,
-		"TUF_ROOT="+filepath.Join(home, "tuf"),
-		"SIGSTORE_NO_CACHE=true",
-		"DOCKER_CONFIG="+filepath.Join(home, "docker"),
-		"SIGSTORE_REKOR_PUBLIC_KEY="+pubKey,
-	)
-	return cmd.CombinedOutput()
 }
