@@ -40,7 +40,31 @@ type env struct {
 	dbDigest v1.Hash
 }
 
+// dbContent guards what the process-wide trivy-db handle holds. Every
+// scanner opens its DB into that one handle, so a test that publishes a DB
+// with different advisories would change the findings of scans running in
+// parallel tests. Such a test takes the write side for its whole run
+// (newEnvOwningDB); every other test shares the read side.
+var dbContent sync.RWMutex
+
+// newEnv returns an env whose scanners use the default advisories.
 func newEnv(t testing.TB) *env {
+	t.Helper()
+	dbContent.RLock()
+	t.Cleanup(dbContent.RUnlock)
+	return newEnvLocked(t)
+}
+
+// newEnvOwningDB returns an env for a test that opens a DB with other
+// advisories than the default; no other test scans while it runs.
+func newEnvOwningDB(t testing.TB) *env {
+	t.Helper()
+	dbContent.Lock()
+	t.Cleanup(dbContent.Unlock)
+	return newEnvLocked(t)
+}
+
+func newEnvLocked(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, conn: testkit.NATS(t), registry: testkit.Registry(t, "", "")}
 	ref, digest, err := vulndb.Publish(context.Background(), e.registry, vulndb.DefaultRepository)

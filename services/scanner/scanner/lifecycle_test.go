@@ -32,7 +32,7 @@ func scannedKeys(t *testing.T, evt *customsv1.Event) []string {
 
 func TestDBUpdateIsPickedUpOnInterval(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOwningDB(t)
 	cfg := e.config()
 	cfg.DBUpdateInterval = 100 * time.Millisecond
 	svc, _ := e.start(cfg, e.conn.JS, testkit.Logger(t))
