@@ -12,9 +12,19 @@ import (
 
 func runEnv(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("env")
+	viewName := fs.String("view", "full", "full: counts per severity and every detail; basic: the compact form API clients get by default")
 	pos, err := e.parse(fs, args, 1, "one environment name, e.g. prod")
 	if err != nil {
 		return err
+	}
+	var view customsv1.EnvironmentView
+	switch *viewName {
+	case "full":
+		view = customsv1.EnvironmentView_ENVIRONMENT_VIEW_FULL
+	case "basic":
+		view = customsv1.EnvironmentView_ENVIRONMENT_VIEW_BASIC
+	default:
+		return usageErr{fmt.Sprintf("--view must be basic or full, not %q", *viewName)}
 	}
 	c, closeConn, err := e.client()
 	if err != nil {
@@ -23,7 +33,7 @@ func runEnv(ctx context.Context, e *env, args []string) error {
 	defer closeConn()
 	ctx, cancel := e.callContext(ctx)
 	defer cancel()
-	resp, err := c.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: pos[0]})
+	resp, err := c.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: pos[0], View: view})
 	if err != nil {
 		return err
 	}
@@ -44,13 +54,25 @@ func printDeployments(e *env, ds []*customsv1.Deployment, withEnv bool) error {
 			fmt.Fprintf(tw, "%s\t", d.GetEnvironment())
 		}
 		scan := "-"
-		if s := d.GetScan(); s != nil {
+		switch s := d.GetScan(); {
+		case s != nil:
 			c := s.GetCounts()
 			scan = fmt.Sprintf("C%d H%d M%d L%d", c.GetCritical(), c.GetHigh(), c.GetMedium(), c.GetLow())
+		case d.GetScanned() && d.GetFindingCount() == 0:
+			scan = "clean"
+		case d.GetScanned():
+			noun := "findings"
+			if d.GetFindingCount() == 1 {
+				noun = "finding"
+			}
+			scan = fmt.Sprintf("%s, %d %s", lower(d.GetHighestSeverity().String(), "SEVERITY_"), d.GetFindingCount(), noun)
 		}
 		signed := "-"
-		if sg := d.GetSignature(); sg != nil {
-			signed = short(sg.GetKeyId())
+		switch {
+		case d.GetSignature() != nil:
+			signed = short(d.GetSignature().GetKeyId())
+		case d.GetSigningKeyId() != "":
+			signed = short(d.GetSigningKeyId())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetApplication(), d.GetReference(), strings.Join(d.GetTags(), ","), ts(d.GetPromotedAt()), d.GetActor(), d.GetRuleId(), scan, signed)
 	}

@@ -113,6 +113,8 @@ func TestCommands(t *testing.T) {
 		{name: "report trivy json", args: []string{"report", "--server", addr, "--trivy-json", digest}, want: []string{`"SchemaVersion":2`}},
 		{name: "sbom", args: []string{"sbom", "--server", addr, digest}, want: []string{"CycloneDX"}},
 		{name: "env", args: []string{"env", "--server", addr, "staging"}, want: []string{"localhost:5000/staging/team/app", "localhost:5000/staging/team/app@" + digest, "v1.2.3", "auto", "team-apps", "C0 H1 M0 L0"}},
+		{name: "env basic view", args: []string{"env", "--server", addr, "--view", "basic", "staging"}, want: []string{"localhost:5000/staging/team/app@" + digest, "v1.2.3", "high, 1 finding"}},
+		{name: "env bad view", args: []string{"env", "--server", addr, "--view", "wide", "staging"}, wantCode: 2, want: []string{"--view must be basic or full"}},
 		{name: "empty env", args: []string{"env", "--server", addr, "prod"}, wantCode: 1, want: []string{`not found: nothing has been promoted to environment "prod"`}},
 		{name: "promotions", args: []string{"promotions", "--server", addr, "--env", "staging"}, want: []string{"staging", "localhost:5000/staging/team/app@" + digest}},
 		{name: "rescan", args: []string{"rescan", "--server", addr, "team/app:v1.2.3"}, want: []string{"rescan of sha256:6c3c624b58db queued (event rescan-"}},

@@ -196,7 +196,7 @@ func (e *env) deployment(t testing.TB, envName, app, digest string) *customsv1.D
 	t.Helper()
 	var got *customsv1.Deployment
 	eventually(t, "GetEnvironment("+envName+") shows "+app, func() error {
-		resp, err := e.api.GetEnvironment(context.Background(), &customsv1.GetEnvironmentRequest{Name: envName})
+		resp, err := e.api.GetEnvironment(context.Background(), &customsv1.GetEnvironmentRequest{Name: envName, View: customsv1.EnvironmentView_ENVIRONMENT_VIEW_FULL})
 		if err != nil {
 			return err
 		}
@@ -208,6 +208,31 @@ func (e *env) deployment(t testing.TB, envName, app, digest string) *customsv1.D
 		}
 		return fmt.Errorf("not yet: %v", resp.GetEnvironment().GetDeployments())
 	})
+	// The default, basic view must say the same in its compact form.
+	resp, err := e.api.GetEnvironment(context.Background(), &customsv1.GetEnvironmentRequest{Name: envName})
+	if err != nil {
+		t.Fatalf("GetEnvironment(%s), basic view: %v", envName, err)
+	}
+	var basic *customsv1.Deployment
+	for _, d := range resp.GetEnvironment().GetDeployments() {
+		if d.GetApplication() == app {
+			basic = d
+		}
+	}
+	want := &customsv1.Deployment{
+		Application: got.GetApplication(), Reference: got.GetReference(), Tags: got.GetTags(), PromotedAt: got.GetPromotedAt(),
+		Actor: got.GetActor(), RuleId: got.GetRuleId(), Scanned: got.GetScan() != nil, HighestSeverity: got.GetHighestSeverity(),
+		FindingCount: got.GetFindingCount(), SigningKeyId: got.GetSignature().GetKeyId(),
+	}
+	// The full view was read first; a later scan or signature may have
+	// landed in between, so compare only when the basic view shows the same
+	// promotion.
+	if basic.GetReference() == want.GetReference() && basic.GetScanned() == want.GetScanned() && basic.GetSigningKeyId() == want.GetSigningKeyId() && !proto.Equal(basic, want) {
+		t.Errorf("basic view of %s in %s:\n got %v\nwant %v", app, envName, basic, want)
+	}
+	if basic.GetReference() != app+"@"+digest {
+		t.Errorf("basic view of %s in %s pins %q, want %q", app, envName, basic.GetReference(), app+"@"+digest)
+	}
 	return got
 }
 
@@ -582,7 +607,7 @@ func TestPromotionEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, dep := range resp.GetEnvironment().GetDeployments() {
-			if dep.GetDigest() == d.DigestStr() {
+			if strings.HasSuffix(dep.GetReference(), "@"+d.DigestStr()) {
 				t.Errorf("auto-promoted after the rules made staging manual: %v", dep)
 			}
 		}

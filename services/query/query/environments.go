@@ -42,7 +42,30 @@ type EnvironmentView struct {
 type joinedEnv struct {
 	version, modelVersion uint64
 	model                 *ReadModel
-	deps                  []*customsv1.Deployment
+	// full and basic are the same deployments in the two views.
+	full, basic []*customsv1.Deployment
+	// artifacts are the read model's records the join used, one per
+	// deployment (nil when the model had none).
+	artifacts []*customsv1.Artifact
+}
+
+// unchangedIn reports whether model still holds the very records the join
+// used. The model's version moves with every artifact anywhere, but an
+// environment only depends on its own digests: checking those pointers
+// costs a map lookup per application, far less than a new join and a new
+// encoding of the response.
+func (c joinedEnv) unchangedIn(model *ReadModel) bool {
+	if model == nil || c.model != model {
+		return false
+	}
+	model.mu.RLock()
+	defer model.mu.RUnlock()
+	for i, d := range c.full {
+		if model.artifacts[d.GetDigest()] != c.artifacts[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // NewEnvironmentView returns an empty view; Run fills it.
@@ -145,12 +168,13 @@ func deploymentFrom(evt *customsv1.Event, seq uint64) *customsv1.Deployment {
 	}
 }
 
-// Environment returns the deployments of env, sorted by application, with
-// each digest's scan and signature summary from model (which may be nil).
-// The result is shared between callers and must not be modified. It is
-// cached until a promotion or an artifact changes, so repeated reads of a
-// large environment cost a map lookup.
-func (v *EnvironmentView) Environment(env string, model *ReadModel) ([]*customsv1.Deployment, bool) {
+// Environment returns the deployments of env in view, sorted by
+// application, with each digest's scan and signature summary from model
+// (which may be nil). The result is shared between callers and must not be
+// modified. It is cached until a promotion into env or a change to one of
+// its digests, so repeated reads of a large environment cost a map lookup
+// (a lookup per application after a change elsewhere in the model).
+func (v *EnvironmentView) Environment(env string, model *ReadModel, view customsv1.EnvironmentView) ([]*customsv1.Deployment, bool) {
 	var mv uint64
 	if model != nil {
 		mv = model.Version()
@@ -165,52 +189,101 @@ func (v *EnvironmentView) Environment(env string, model *ReadModel) ([]*customsv
 	v.cacheMu.Lock()
 	c, hit := v.joined[env]
 	v.cacheMu.Unlock()
-	if hit && c.version == version && c.modelVersion == mv && c.model == model {
-		return c.deps, true
+	fresh := hit && c.version == version && c.model == model
+	if fresh && c.modelVersion != mv {
+		if fresh = c.unchangedIn(model); fresh {
+			c.modelVersion = mv
+			v.cacheMu.Lock()
+			if cur, ok := v.joined[env]; ok && cur.version == version && cur.modelVersion < mv {
+				v.joined[env] = c
+			}
+			v.cacheMu.Unlock()
+		}
 	}
-	v.mu.RLock()
-	version = v.version
-	// Copy the slice header under the lock; the elements are never
-	// mutated once stored.
-	list := slices.Clone(v.current[env])
-	v.mu.RUnlock()
-	deps := join(list, model)
-	v.cacheMu.Lock()
-	if cur, ok := v.joined[env]; !ok || cur.version <= version {
-		v.joined[env] = joinedEnv{version: version, modelVersion: mv, model: model, deps: deps}
+	if !fresh {
+		v.mu.RLock()
+		version = v.version
+		// Copy the slice header under the lock; the elements are never
+		// mutated once stored.
+		list := slices.Clone(v.current[env])
+		v.mu.RUnlock()
+		full, basic, artifacts := join(list, model)
+		c = joinedEnv{version: version, modelVersion: mv, model: model, full: full, basic: basic, artifacts: artifacts}
+		v.cacheMu.Lock()
+		if cur, ok := v.joined[env]; !ok || cur.version <= version {
+			v.joined[env] = c
+		}
+		v.cacheMu.Unlock()
 	}
-	v.cacheMu.Unlock()
-	return deps, true
+	if view == customsv1.EnvironmentView_ENVIRONMENT_VIEW_FULL {
+		return c.full, true
+	}
+	return c.basic, true
 }
 
 // join builds an environment's deployments with their current scan and
-// signature summaries. What runs where is read far more often than it
-// changes and a whole environment travels in one response, so each entry
-// is a summary: the source without the digest and media type the pinned
-// reference already carries, and the signature without its attestation
-// list (GetArtifact has the details).
-func join(list []*customsv1.Deployment, model *ReadModel) []*customsv1.Deployment {
-	out := make([]*customsv1.Deployment, len(list))
-	backing := make([]customsv1.Deployment, len(list))
+// signature summaries, in both views. What runs where is read far more
+// often than it changes and a whole environment travels in one response,
+// so even the full view is a summary: the source without the digest and
+// media type the pinned reference already carries, and the signature
+// without its attestation list (GetArtifact has the details). The basic
+// view drops every nested message but the promotion time, and the digest
+// its reference carries: decoding a message costs a client an allocation,
+// and for 1,000 applications those allocations, more than the bytes, are
+// most of the time a call takes.
+func join(list []*customsv1.Deployment, model *ReadModel) (full, basic []*customsv1.Deployment, artifacts []*customsv1.Artifact) {
+	artifacts = make([]*customsv1.Artifact, len(list))
+	full = make([]*customsv1.Deployment, len(list))
+	basic = make([]*customsv1.Deployment, len(list))
+	fullBacking := make([]customsv1.Deployment, len(list))
+	basicBacking := make([]customsv1.Deployment, len(list))
 	sources := make([]customsv1.ArtifactRef, len(list))
 	for i, d := range list {
-		c := &backing[i]
-		shallowCopy(c, d)
+		f, b := &fullBacking[i], &basicBacking[i]
+		shallowCopy(f, d)
 		if src := d.GetSource(); src != nil {
 			sources[i] = customsv1.ArtifactRef{Registry: src.GetRegistry(), Repository: src.GetRepository(), Tag: src.GetTag()}
-			c.Source = &sources[i]
+			f.Source = &sources[i]
 		}
 		if model != nil {
 			if a, ok := model.Get(d.GetDigest()); ok {
-				c.Scan = a.GetScan()
+				artifacts[i] = a
+				if scan := a.GetScan(); scan != nil {
+					f.Scan = scan
+					f.Scanned = true
+					f.HighestSeverity, f.FindingCount = highestSeverity(scan.GetCounts())
+				}
 				if sg := a.GetSignature(); sg != nil {
-					c.Signature = &customsv1.ArtifactSigned{SignatureDigest: sg.GetSignatureDigest(), KeyId: sg.GetKeyId(), Policy: sg.GetPolicy()}
+					f.Signature = &customsv1.ArtifactSigned{SignatureDigest: sg.GetSignatureDigest(), KeyId: sg.GetKeyId(), Policy: sg.GetPolicy()}
+					f.SigningKeyId = sg.GetKeyId()
 				}
 			}
 		}
-		out[i] = c
+		b.Application, b.Reference, b.Tags = f.Application, f.Reference, f.Tags
+		b.PromotedAt, b.Actor, b.RuleId = f.PromotedAt, f.Actor, f.RuleId
+		b.Scanned, b.HighestSeverity, b.FindingCount, b.SigningKeyId = f.Scanned, f.HighestSeverity, f.FindingCount, f.SigningKeyId
+		full[i], basic[i] = f, b
 	}
-	return out
+	return full, basic, artifacts
+}
+
+// highestSeverity returns the highest severity with a finding in c, and
+// how many findings c counts.
+func highestSeverity(c *customsv1.SeverityCounts) (customsv1.Severity, int32) {
+	total := c.GetCritical() + c.GetHigh() + c.GetMedium() + c.GetLow() + c.GetUnknown()
+	switch {
+	case c.GetCritical() > 0:
+		return customsv1.Severity_SEVERITY_CRITICAL, total
+	case c.GetHigh() > 0:
+		return customsv1.Severity_SEVERITY_HIGH, total
+	case c.GetMedium() > 0:
+		return customsv1.Severity_SEVERITY_MEDIUM, total
+	case c.GetLow() > 0:
+		return customsv1.Severity_SEVERITY_LOW, total
+	case c.GetUnknown() > 0:
+		return customsv1.Severity_SEVERITY_UNKNOWN, total
+	}
+	return customsv1.Severity_SEVERITY_UNSPECIFIED, total
 }
 
 func shallowCopy(dst, src *customsv1.Deployment) {

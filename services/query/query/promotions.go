@@ -61,17 +61,25 @@ func (s *Server) GetEnvironment(_ context.Context, req *customsv1.GetEnvironment
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name is required")
 	}
-	deps, ok := pb.envs.Environment(req.GetName(), s.model)
+	view := req.GetView()
+	switch view {
+	case customsv1.EnvironmentView_ENVIRONMENT_VIEW_UNSPECIFIED:
+		view = customsv1.EnvironmentView_ENVIRONMENT_VIEW_BASIC
+	case customsv1.EnvironmentView_ENVIRONMENT_VIEW_BASIC, customsv1.EnvironmentView_ENVIRONMENT_VIEW_FULL:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown view %d: use ENVIRONMENT_VIEW_BASIC or ENVIRONMENT_VIEW_FULL", view)
+	}
+	deps, ok := pb.envs.Environment(req.GetName(), s.model, view)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "nothing has been promoted to environment %q", req.GetName())
 	}
-	return s.environmentResponse(req.GetName(), deps), nil
+	return s.environmentResponse(req.GetName(), view, deps), nil
 }
 
 // environmentResponse returns the same frozen response for as long as the
 // environment view returns the same deployments, so the gRPC layer encodes
 // a whole environment once instead of on every call.
-func (s *Server) environmentResponse(name string, deps []*customsv1.Deployment) *customsv1.GetEnvironmentResponse {
+func (s *Server) environmentResponse(name string, view customsv1.EnvironmentView, deps []*customsv1.Deployment) *customsv1.GetEnvironmentResponse {
 	type cached struct {
 		first *customsv1.Deployment
 		n     int
@@ -81,14 +89,20 @@ func (s *Server) environmentResponse(name string, deps []*customsv1.Deployment) 
 	if len(deps) > 0 {
 		first = deps[0]
 	}
-	if c, ok := s.envResponses.Load(name); ok {
+	key := envResponseKey{name: name, view: view}
+	if c, ok := s.envResponses.Load(key); ok {
 		if c := c.(cached); c.first == first && c.n == len(deps) {
 			return c.resp
 		}
 	}
 	resp := grpcserver.Freeze(&customsv1.GetEnvironmentResponse{Environment: &customsv1.Environment{Name: name, Deployments: deps}})
-	s.envResponses.Store(name, cached{first: first, n: len(deps), resp: resp})
+	s.envResponses.Store(key, cached{first: first, n: len(deps), resp: resp})
 	return resp
+}
+
+type envResponseKey struct {
+	name string
+	view customsv1.EnvironmentView
 }
 
 // ListPromotions implements ArtifactService.

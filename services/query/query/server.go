@@ -29,7 +29,7 @@ type Server struct {
 	// promo is set by WithPromotions.
 	promo *promotionBackend
 	// envResponses caches the frozen GetEnvironment response per
-	// environment name.
+	// environment name and view.
 	envResponses sync.Map
 }
 

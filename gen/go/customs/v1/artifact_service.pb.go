@@ -197,6 +197,58 @@ func (TagAction) EnumDescriptor() ([]byte, []int) {
 	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{2}
 }
 
+// EnvironmentView selects how much of each deployment GetEnvironment sends
+// (see Deployment).
+type EnvironmentView int32
+
+const (
+	// The same as ENVIRONMENT_VIEW_BASIC.
+	EnvironmentView_ENVIRONMENT_VIEW_UNSPECIFIED EnvironmentView = 0
+	EnvironmentView_ENVIRONMENT_VIEW_BASIC       EnvironmentView = 1
+	EnvironmentView_ENVIRONMENT_VIEW_FULL        EnvironmentView = 2
+)
+
+// Enum value maps for EnvironmentView.
+var (
+	EnvironmentView_name = map[int32]string{
+		0: "ENVIRONMENT_VIEW_UNSPECIFIED",
+		1: "ENVIRONMENT_VIEW_BASIC",
+		2: "ENVIRONMENT_VIEW_FULL",
+	}
+	EnvironmentView_value = map[string]int32{
+		"ENVIRONMENT_VIEW_UNSPECIFIED": 0,
+		"ENVIRONMENT_VIEW_BASIC":       1,
+		"ENVIRONMENT_VIEW_FULL":        2,
+	}
+)
+
+func (x EnvironmentView) Enum() *EnvironmentView {
+	p := new(EnvironmentView)
+	*p = x
+	return p
+}
+
+func (x EnvironmentView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EnvironmentView) Descriptor() protoreflect.EnumDescriptor {
+	return file_customs_v1_artifact_service_proto_enumTypes[3].Descriptor()
+}
+
+func (EnvironmentView) Type() protoreflect.EnumType {
+	return &file_customs_v1_artifact_service_proto_enumTypes[3]
+}
+
+func (x EnvironmentView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EnvironmentView.Descriptor instead.
+func (EnvironmentView) EnumDescriptor() ([]byte, []int) {
+	return file_customs_v1_artifact_service_proto_rawDescGZIP(), []int{3}
+}
+
 // StageState is the latest outcome of one stage for one artifact.
 type StageState struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1398,8 +1450,17 @@ func (x *ArtifactRecord) GetHistoryTruncated() bool {
 
 // Deployment is one promotion of one digest into one environment: the
 // current state of an application in GetEnvironment, or one history entry
-// in ListPromotions. GetEnvironment sends summaries: source without digest
-// and media type, signature without its attestation list.
+// in ListPromotions.
+//
+// GetEnvironment fills fields by view. ENVIRONMENT_VIEW_BASIC, the default,
+// sets application, reference, tags, promoted_at, actor, rule_id and the
+// flat scan and signature summary (scanned to signing_key_id): a whole
+// environment of small, flat entries that a client decodes quickly. The
+// digest is the part of reference after "@". ENVIRONMENT_VIEW_FULL also
+// sets environment, digest, reason, source (without digest and media type,
+// which reference carries), scan, signature (without its attestation list)
+// and stream_sequence. ListPromotions sets every field but the flat
+// summary, scan and signature.
 type Deployment struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -1422,8 +1483,17 @@ type Deployment struct {
 	Signature *ArtifactSigned `protobuf:"bytes,12,opt,name=signature,proto3" json:"signature,omitempty"`
 	// Stream sequence of the artifact.promoted event.
 	StreamSequence uint64 `protobuf:"varint,13,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// True when the digest has a scan result.
+	Scanned bool `protobuf:"varint,14,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	// The highest severity among the latest scan's findings;
+	// SEVERITY_UNSPECIFIED when nothing was found or it was not scanned.
+	HighestSeverity Severity `protobuf:"varint,15,opt,name=highest_severity,json=highestSeverity,proto3,enum=customs.v1.Severity" json:"highest_severity,omitempty"`
+	// How many findings the latest scan reported.
+	FindingCount int32 `protobuf:"varint,16,opt,name=finding_count,json=findingCount,proto3" json:"finding_count,omitempty"`
+	// The key that signed the digest; empty when Customs has not signed it.
+	SigningKeyId  string `protobuf:"bytes,17,opt,name=signing_key_id,json=signingKeyId,proto3" json:"signing_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Deployment) Reset() {
@@ -1547,6 +1617,34 @@ func (x *Deployment) GetStreamSequence() uint64 {
 	return 0
 }
 
+func (x *Deployment) GetScanned() bool {
+	if x != nil {
+		return x.Scanned
+	}
+	return false
+}
+
+func (x *Deployment) GetHighestSeverity() Severity {
+	if x != nil {
+		return x.HighestSeverity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+func (x *Deployment) GetFindingCount() int32 {
+	if x != nil {
+		return x.FindingCount
+	}
+	return 0
+}
+
+func (x *Deployment) GetSigningKeyId() string {
+	if x != nil {
+		return x.SigningKeyId
+	}
+	return ""
+}
+
 // Environment is what runs in one environment, one deployment per
 // application, sorted by application.
 type Environment struct {
@@ -1604,7 +1702,8 @@ func (x *Environment) GetDeployments() []*Deployment {
 type GetEnvironmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Environment name, e.g. "staging".
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name          string          `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	View          EnvironmentView `protobuf:"varint,2,opt,name=view,proto3,enum=customs.v1.EnvironmentView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1644,6 +1743,13 @@ func (x *GetEnvironmentRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *GetEnvironmentRequest) GetView() EnvironmentView {
+	if x != nil {
+		return x.View
+	}
+	return EnvironmentView_ENVIRONMENT_VIEW_UNSPECIFIED
 }
 
 type GetEnvironmentResponse struct {
@@ -2330,7 +2436,7 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x0eArtifactRecord\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.customs.v1.ArtifactR\bartifact\x122\n" +
 	"\ahistory\x18\x02 \x03(\v2\x18.customs.v1.HistoryEntryR\ahistory\x12+\n" +
-	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\"\xdf\x03\n" +
+	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\"\x85\x05\n" +
 	"\n" +
 	"Deployment\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12 \n" +
@@ -2347,12 +2453,17 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	" \x01(\v2\x17.customs.v1.ArtifactRefR\x06source\x12+\n" +
 	"\x04scan\x18\v \x01(\v2\x17.customs.v1.ScanSummaryR\x04scan\x128\n" +
 	"\tsignature\x18\f \x01(\v2\x1a.customs.v1.ArtifactSignedR\tsignature\x12'\n" +
-	"\x0fstream_sequence\x18\r \x01(\x04R\x0estreamSequence\"[\n" +
+	"\x0fstream_sequence\x18\r \x01(\x04R\x0estreamSequence\x12\x18\n" +
+	"\ascanned\x18\x0e \x01(\bR\ascanned\x12?\n" +
+	"\x10highest_severity\x18\x0f \x01(\x0e2\x14.customs.v1.SeverityR\x0fhighestSeverity\x12#\n" +
+	"\rfinding_count\x18\x10 \x01(\x05R\ffindingCount\x12$\n" +
+	"\x0esigning_key_id\x18\x11 \x01(\tR\fsigningKeyId\"[\n" +
 	"\vEnvironment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
-	"\vdeployments\x18\x02 \x03(\v2\x16.customs.v1.DeploymentR\vdeployments\"+\n" +
+	"\vdeployments\x18\x02 \x03(\v2\x16.customs.v1.DeploymentR\vdeployments\"\\\n" +
 	"\x15GetEnvironmentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x1b.customs.v1.EnvironmentViewR\x04view\"S\n" +
 	"\x16GetEnvironmentResponse\x129\n" +
 	"\venvironment\x18\x01 \x01(\v2\x17.customs.v1.EnvironmentR\venvironment\"\xad\x01\n" +
 	"\x15ListPromotionsRequest\x12 \n" +
@@ -2414,7 +2525,11 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x16TAG_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TAG_ACTION_ASSIGNED\x10\x01\x12\x17\n" +
 	"\x13TAG_ACTION_MOVED_IN\x10\x02\x12\x19\n" +
-	"\x15TAG_ACTION_MOVED_AWAY\x10\x032\xbf\a\n" +
+	"\x15TAG_ACTION_MOVED_AWAY\x10\x03*j\n" +
+	"\x0fEnvironmentView\x12 \n" +
+	"\x1cENVIRONMENT_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ENVIRONMENT_VIEW_BASIC\x10\x01\x12\x19\n" +
+	"\x15ENVIRONMENT_VIEW_FULL\x10\x022\xbf\a\n" +
 	"\x0fArtifactService\x12N\n" +
 	"\vGetArtifact\x12\x1e.customs.v1.GetArtifactRequest\x1a\x1f.customs.v1.GetArtifactResponse\x12T\n" +
 	"\rListArtifacts\x12 .customs.v1.ListArtifactsRequest\x1a!.customs.v1.ListArtifactsResponse\x12Y\n" +
@@ -2443,114 +2558,118 @@ func file_customs_v1_artifact_service_proto_rawDescGZIP() []byte {
 	return file_customs_v1_artifact_service_proto_rawDescData
 }
 
-var file_customs_v1_artifact_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_customs_v1_artifact_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_customs_v1_artifact_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_customs_v1_artifact_service_proto_goTypes = []any{
 	(ArtifactState)(0),                     // 0: customs.v1.ArtifactState
 	(StageStatus)(0),                       // 1: customs.v1.StageStatus
 	(TagAction)(0),                         // 2: customs.v1.TagAction
-	(*StageState)(nil),                     // 3: customs.v1.StageState
-	(*Location)(nil),                       // 4: customs.v1.Location
-	(*TagHistoryEntry)(nil),                // 5: customs.v1.TagHistoryEntry
-	(*Artifact)(nil),                       // 6: customs.v1.Artifact
-	(*HistoryEntry)(nil),                   // 7: customs.v1.HistoryEntry
-	(*GetArtifactRequest)(nil),             // 8: customs.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),            // 9: customs.v1.GetArtifactResponse
-	(*ListArtifactsRequest)(nil),           // 10: customs.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),          // 11: customs.v1.ListArtifactsResponse
-	(*WatchArtifactsRequest)(nil),          // 12: customs.v1.WatchArtifactsRequest
-	(*WatchArtifactsResponse)(nil),         // 13: customs.v1.WatchArtifactsResponse
-	(*GetArtifactHistoryRequest)(nil),      // 14: customs.v1.GetArtifactHistoryRequest
-	(*GetArtifactHistoryResponse)(nil),     // 15: customs.v1.GetArtifactHistoryResponse
-	(*GetVulnerabilityReportRequest)(nil),  // 16: customs.v1.GetVulnerabilityReportRequest
-	(*GetVulnerabilityReportResponse)(nil), // 17: customs.v1.GetVulnerabilityReportResponse
-	(*GetSBOMRequest)(nil),                 // 18: customs.v1.GetSBOMRequest
-	(*GetSBOMResponse)(nil),                // 19: customs.v1.GetSBOMResponse
-	(*ArtifactRecord)(nil),                 // 20: customs.v1.ArtifactRecord
-	(*Deployment)(nil),                     // 21: customs.v1.Deployment
-	(*Environment)(nil),                    // 22: customs.v1.Environment
-	(*GetEnvironmentRequest)(nil),          // 23: customs.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),         // 24: customs.v1.GetEnvironmentResponse
-	(*ListPromotionsRequest)(nil),          // 25: customs.v1.ListPromotionsRequest
-	(*ListPromotionsResponse)(nil),         // 26: customs.v1.ListPromotionsResponse
-	(*PromoteRequest)(nil),                 // 27: customs.v1.PromoteRequest
-	(*PromoteResponse)(nil),                // 28: customs.v1.PromoteResponse
-	(*RollbackRequest)(nil),                // 29: customs.v1.RollbackRequest
-	(*RollbackResponse)(nil),               // 30: customs.v1.RollbackResponse
-	(*RequestRescanRequest)(nil),           // 31: customs.v1.RequestRescanRequest
-	(*RequestRescanResponse)(nil),          // 32: customs.v1.RequestRescanResponse
-	(Stage)(0),                             // 33: customs.v1.Stage
-	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
-	(*Provenance)(nil),                     // 35: customs.v1.Provenance
-	(*ScanSummary)(nil),                    // 36: customs.v1.ScanSummary
-	(*ArtifactSigned)(nil),                 // 37: customs.v1.ArtifactSigned
-	(*ArtifactPromoted)(nil),               // 38: customs.v1.ArtifactPromoted
-	(*Event)(nil),                          // 39: customs.v1.Event
-	(*Finding)(nil),                        // 40: customs.v1.Finding
-	(*ArtifactRef)(nil),                    // 41: customs.v1.ArtifactRef
+	(EnvironmentView)(0),                   // 3: customs.v1.EnvironmentView
+	(*StageState)(nil),                     // 4: customs.v1.StageState
+	(*Location)(nil),                       // 5: customs.v1.Location
+	(*TagHistoryEntry)(nil),                // 6: customs.v1.TagHistoryEntry
+	(*Artifact)(nil),                       // 7: customs.v1.Artifact
+	(*HistoryEntry)(nil),                   // 8: customs.v1.HistoryEntry
+	(*GetArtifactRequest)(nil),             // 9: customs.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),            // 10: customs.v1.GetArtifactResponse
+	(*ListArtifactsRequest)(nil),           // 11: customs.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),          // 12: customs.v1.ListArtifactsResponse
+	(*WatchArtifactsRequest)(nil),          // 13: customs.v1.WatchArtifactsRequest
+	(*WatchArtifactsResponse)(nil),         // 14: customs.v1.WatchArtifactsResponse
+	(*GetArtifactHistoryRequest)(nil),      // 15: customs.v1.GetArtifactHistoryRequest
+	(*GetArtifactHistoryResponse)(nil),     // 16: customs.v1.GetArtifactHistoryResponse
+	(*GetVulnerabilityReportRequest)(nil),  // 17: customs.v1.GetVulnerabilityReportRequest
+	(*GetVulnerabilityReportResponse)(nil), // 18: customs.v1.GetVulnerabilityReportResponse
+	(*GetSBOMRequest)(nil),                 // 19: customs.v1.GetSBOMRequest
+	(*GetSBOMResponse)(nil),                // 20: customs.v1.GetSBOMResponse
+	(*ArtifactRecord)(nil),                 // 21: customs.v1.ArtifactRecord
+	(*Deployment)(nil),                     // 22: customs.v1.Deployment
+	(*Environment)(nil),                    // 23: customs.v1.Environment
+	(*GetEnvironmentRequest)(nil),          // 24: customs.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 25: customs.v1.GetEnvironmentResponse
+	(*ListPromotionsRequest)(nil),          // 26: customs.v1.ListPromotionsRequest
+	(*ListPromotionsResponse)(nil),         // 27: customs.v1.ListPromotionsResponse
+	(*PromoteRequest)(nil),                 // 28: customs.v1.PromoteRequest
+	(*PromoteResponse)(nil),                // 29: customs.v1.PromoteResponse
+	(*RollbackRequest)(nil),                // 30: customs.v1.RollbackRequest
+	(*RollbackResponse)(nil),               // 31: customs.v1.RollbackResponse
+	(*RequestRescanRequest)(nil),           // 32: customs.v1.RequestRescanRequest
+	(*RequestRescanResponse)(nil),          // 33: customs.v1.RequestRescanResponse
+	(Stage)(0),                             // 34: customs.v1.Stage
+	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
+	(*Provenance)(nil),                     // 36: customs.v1.Provenance
+	(*ScanSummary)(nil),                    // 37: customs.v1.ScanSummary
+	(*ArtifactSigned)(nil),                 // 38: customs.v1.ArtifactSigned
+	(*ArtifactPromoted)(nil),               // 39: customs.v1.ArtifactPromoted
+	(*Event)(nil),                          // 40: customs.v1.Event
+	(*Finding)(nil),                        // 41: customs.v1.Finding
+	(*ArtifactRef)(nil),                    // 42: customs.v1.ArtifactRef
+	(Severity)(0),                          // 43: customs.v1.Severity
 }
 var file_customs_v1_artifact_service_proto_depIdxs = []int32{
-	33, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
+	34, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
 	1,  // 1: customs.v1.StageState.status:type_name -> customs.v1.StageStatus
-	34, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 2: customs.v1.StageState.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: customs.v1.TagHistoryEntry.action:type_name -> customs.v1.TagAction
-	34, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
-	4,  // 5: customs.v1.Artifact.locations:type_name -> customs.v1.Location
+	35, // 4: customs.v1.TagHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	5,  // 5: customs.v1.Artifact.locations:type_name -> customs.v1.Location
 	0,  // 6: customs.v1.Artifact.state:type_name -> customs.v1.ArtifactState
-	3,  // 7: customs.v1.Artifact.stages:type_name -> customs.v1.StageState
-	5,  // 8: customs.v1.Artifact.tag_history:type_name -> customs.v1.TagHistoryEntry
-	34, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
-	34, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
-	35, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
-	36, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
-	37, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
-	38, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
-	39, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
-	6,  // 16: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
+	4,  // 7: customs.v1.Artifact.stages:type_name -> customs.v1.StageState
+	6,  // 8: customs.v1.Artifact.tag_history:type_name -> customs.v1.TagHistoryEntry
+	35, // 9: customs.v1.Artifact.first_seen_at:type_name -> google.protobuf.Timestamp
+	35, // 10: customs.v1.Artifact.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 11: customs.v1.Artifact.provenance:type_name -> customs.v1.Provenance
+	37, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
+	38, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
+	39, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
+	40, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
+	7,  // 16: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
 	0,  // 17: customs.v1.ListArtifactsRequest.state:type_name -> customs.v1.ArtifactState
-	6,  // 18: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
-	6,  // 19: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
-	7,  // 20: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
-	36, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
-	40, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
-	6,  // 23: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
-	7,  // 24: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
-	34, // 25: customs.v1.Deployment.promoted_at:type_name -> google.protobuf.Timestamp
-	41, // 26: customs.v1.Deployment.source:type_name -> customs.v1.ArtifactRef
-	36, // 27: customs.v1.Deployment.scan:type_name -> customs.v1.ScanSummary
-	37, // 28: customs.v1.Deployment.signature:type_name -> customs.v1.ArtifactSigned
-	21, // 29: customs.v1.Environment.deployments:type_name -> customs.v1.Deployment
-	22, // 30: customs.v1.GetEnvironmentResponse.environment:type_name -> customs.v1.Environment
-	21, // 31: customs.v1.ListPromotionsResponse.promotions:type_name -> customs.v1.Deployment
-	38, // 32: customs.v1.PromoteResponse.promotion:type_name -> customs.v1.ArtifactPromoted
-	38, // 33: customs.v1.RollbackResponse.promotion:type_name -> customs.v1.ArtifactPromoted
-	8,  // 34: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
-	10, // 35: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
-	12, // 36: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
-	14, // 37: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
-	16, // 38: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
-	18, // 39: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
-	23, // 40: customs.v1.ArtifactService.GetEnvironment:input_type -> customs.v1.GetEnvironmentRequest
-	25, // 41: customs.v1.ArtifactService.ListPromotions:input_type -> customs.v1.ListPromotionsRequest
-	27, // 42: customs.v1.ArtifactService.Promote:input_type -> customs.v1.PromoteRequest
-	29, // 43: customs.v1.ArtifactService.Rollback:input_type -> customs.v1.RollbackRequest
-	31, // 44: customs.v1.ArtifactService.RequestRescan:input_type -> customs.v1.RequestRescanRequest
-	9,  // 45: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
-	11, // 46: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
-	13, // 47: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
-	15, // 48: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
-	17, // 49: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
-	19, // 50: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
-	24, // 51: customs.v1.ArtifactService.GetEnvironment:output_type -> customs.v1.GetEnvironmentResponse
-	26, // 52: customs.v1.ArtifactService.ListPromotions:output_type -> customs.v1.ListPromotionsResponse
-	28, // 53: customs.v1.ArtifactService.Promote:output_type -> customs.v1.PromoteResponse
-	30, // 54: customs.v1.ArtifactService.Rollback:output_type -> customs.v1.RollbackResponse
-	32, // 55: customs.v1.ArtifactService.RequestRescan:output_type -> customs.v1.RequestRescanResponse
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	7,  // 18: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
+	7,  // 19: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
+	8,  // 20: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
+	37, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
+	41, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
+	7,  // 23: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
+	8,  // 24: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
+	35, // 25: customs.v1.Deployment.promoted_at:type_name -> google.protobuf.Timestamp
+	42, // 26: customs.v1.Deployment.source:type_name -> customs.v1.ArtifactRef
+	37, // 27: customs.v1.Deployment.scan:type_name -> customs.v1.ScanSummary
+	38, // 28: customs.v1.Deployment.signature:type_name -> customs.v1.ArtifactSigned
+	43, // 29: customs.v1.Deployment.highest_severity:type_name -> customs.v1.Severity
+	22, // 30: customs.v1.Environment.deployments:type_name -> customs.v1.Deployment
+	3,  // 31: customs.v1.GetEnvironmentRequest.view:type_name -> customs.v1.EnvironmentView
+	23, // 32: customs.v1.GetEnvironmentResponse.environment:type_name -> customs.v1.Environment
+	22, // 33: customs.v1.ListPromotionsResponse.promotions:type_name -> customs.v1.Deployment
+	39, // 34: customs.v1.PromoteResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	39, // 35: customs.v1.RollbackResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	9,  // 36: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
+	11, // 37: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
+	13, // 38: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
+	15, // 39: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
+	17, // 40: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
+	19, // 41: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
+	24, // 42: customs.v1.ArtifactService.GetEnvironment:input_type -> customs.v1.GetEnvironmentRequest
+	26, // 43: customs.v1.ArtifactService.ListPromotions:input_type -> customs.v1.ListPromotionsRequest
+	28, // 44: customs.v1.ArtifactService.Promote:input_type -> customs.v1.PromoteRequest
+	30, // 45: customs.v1.ArtifactService.Rollback:input_type -> customs.v1.RollbackRequest
+	32, // 46: customs.v1.ArtifactService.RequestRescan:input_type -> customs.v1.RequestRescanRequest
+	10, // 47: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
+	12, // 48: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
+	14, // 49: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
+	16, // 50: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
+	18, // 51: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
+	20, // 52: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
+	25, // 53: customs.v1.ArtifactService.GetEnvironment:output_type -> customs.v1.GetEnvironmentResponse
+	27, // 54: customs.v1.ArtifactService.ListPromotions:output_type -> customs.v1.ListPromotionsResponse
+	29, // 55: customs.v1.ArtifactService.Promote:output_type -> customs.v1.PromoteResponse
+	31, // 56: customs.v1.ArtifactService.Rollback:output_type -> customs.v1.RollbackResponse
+	33, // 57: customs.v1.ArtifactService.RequestRescan:output_type -> customs.v1.RequestRescanResponse
+	47, // [47:58] is the sub-list for method output_type
+	36, // [36:47] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_customs_v1_artifact_service_proto_init() }
@@ -2573,7 +2692,7 @@ func file_customs_v1_artifact_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_customs_v1_artifact_service_proto_rawDesc), len(file_customs_v1_artifact_service_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,

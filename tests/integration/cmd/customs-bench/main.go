@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,7 +34,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
@@ -59,10 +62,12 @@ func main() {
 		pubConns    = flag.Int("publish-connections", 4, "NATS connections ingest and the raw publishers spread publishes over")
 		getClients  = flag.Int("get-clients", 4, "concurrent GetArtifact callers")
 		envClient   = flag.String("env-client", "", "internal: run as the GetEnvironment caller against this address and print latencies")
+		envView     = flag.Int("env-view", 0, "internal: the GetEnvironment view the caller asks for")
+		envDecode   = flag.Bool("env-decode", true, "internal: whether the GetEnvironment caller decodes the responses")
 	)
 	flag.Parse()
 	if *envClient != "" {
-		if err := runEnvClient(*envClient, *gets); err != nil {
+		if err := runEnvClient(*envClient, *gets, customsv1.EnvironmentView(*envView), *envDecode); err != nil {
 			fmt.Fprintln(os.Stderr, "customs-bench:", err)
 			os.Exit(1)
 		}
@@ -156,13 +161,16 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets, getClients i
 	}
 	results = append(results, result{"GetArtifact latency", fmt.Sprintf("p50 %s, p99 %s", pct(getLat, 50), pct(getLat, 99)), fmt.Sprintf("%d calls over loopback gRPC, %d concurrent callers, %d artifacts in the projection", len(getLat), getClients, n)})
 
-	envLat, envServer, apps, err := getEnvironment(ctx, conn, 1000, 2000, quiet)
+	envRuns, err := getEnvironment(ctx, conn, 1000, 2000, quiet)
 	if err != nil {
 		return err
 	}
-	results = append(results,
-		result{"GetEnvironment, server answer time", fmt.Sprintf("p50 %s, p99 %s", pct(envServer, 50), pct(envServer, 99)), fmt.Sprintf("%d calls, one caller, %d applications: from the call's arrival to its last byte sent (gRPC stats handler)", len(envServer), apps)},
-		result{"GetEnvironment, round trip in the caller", fmt.Sprintf("p50 %s, p99 %s", pct(envLat, 50), pct(envLat, 99)), "the same calls from a Go client in its own process, decoding the response (~290 KB with scans and signatures) included"})
+	for _, r := range envRuns {
+		results = append(results,
+			result{fmt.Sprintf("GetEnvironment, %s view, answer received by the caller", r.view), fmt.Sprintf("p50 %s, p99 %s", pct(r.received, 50), pct(r.received, 99)), fmt.Sprintf("%d calls, one after the other, from a Go client in its own process, %d applications, each scanned and signed: from the call to the whole %d KB response received, not decoded", len(r.received), r.apps, r.bytes/1000)},
+			result{fmt.Sprintf("GetEnvironment, %s view, round trip with decoding", r.view), fmt.Sprintf("p50 %s, p99 %s", pct(r.decoded, 50), pct(r.decoded, 99)), "the same, with the client decoding each response into Go structs"},
+			result{fmt.Sprintf("GetEnvironment, %s view, server answer time", r.view), fmt.Sprintf("p50 %s, p99 %s", pct(r.server, 50), pct(r.server, 99)), "the calls of both runs, from the call's arrival to its last byte handed to the transport (gRPC stats handler)"})
+	}
 
 	fmt.Println("| measurement | result | conditions |")
 	fmt.Println("| --- | --- | --- |")
@@ -386,100 +394,150 @@ func pct(lat []time.Duration, p float64) string {
 	return s[i].Round(10 * time.Microsecond).String()
 }
 
-// getEnvironment promotes apps synthetic applications into one environment
-// (artifact.promoted events, as the promotion service publishes them) and
-// times GetEnvironment over gRPC once the query service shows them all.
-func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, log *slog.Logger) (clientLat, serverLat []time.Duration, n int, err error) {
+// envRun is the GetEnvironment measurement of one view.
+type envRun struct {
+	view                      string
+	apps, bytes               int
+	received, decoded, server []time.Duration
+}
+
+// getEnvironment promotes apps synthetic applications into one environment,
+// each scanned and signed (the events the scanner, signer and promotion
+// service publish), and times GetEnvironment over gRPC in each view once
+// the query service shows them all.
+func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, log *slog.Logger) ([]envRun, error) {
 	pub := conn.Publisher()
+	keyID := "sha256:" + strings.Repeat("5e", 32)
 	for i := range apps {
 		h := sha256.Sum256([]byte("env-app-" + strconv.Itoa(i)))
 		digest := "sha256:" + hex.EncodeToString(h[:])
 		repo := fmt.Sprintf("bench/app%04d", i)
 		target := "registry.bench:5000/prod/" + repo
-		_, err := pub.Publish(ctx, &customsv1.Event{
-			Id:         "bench-promoted-" + strconv.Itoa(i),
-			Artifact:   &customsv1.ArtifactRef{Registry: "registry.bench:5000", Repository: repo, Digest: digest, MediaType: "application/vnd.oci.image.manifest.v1+json", Tag: "v1.0.0"},
-			OccurredAt: timestamppb.Now(),
-			Producer:   "bench",
-			Payload: &customsv1.Event_Promoted{Promoted: &customsv1.ArtifactPromoted{
+		ref := &customsv1.ArtifactRef{Registry: "registry.bench:5000", Repository: repo, Digest: digest, MediaType: "application/vnd.oci.image.manifest.v1+json", Tag: "v1.0.0"}
+		events := []*customsv1.Event{
+			{Id: "bench-scanned-" + strconv.Itoa(i), Payload: &customsv1.Event_Scanned{Scanned: &customsv1.ArtifactScanned{Summary: &customsv1.ScanSummary{
+				Counts: &customsv1.SeverityCounts{High: int32(i % 3), Medium: 2, Low: 5}, Scanner: "trivy", ScannerVersion: "0.74.1",
+				DbVersion: "2@" + digest, PackageCount: 120, ScannedAt: timestamppb.Now(),
+			}}}},
+			{Id: "bench-signed-" + strconv.Itoa(i), Payload: &customsv1.Event_Signed{Signed: &customsv1.ArtifactSigned{
+				SignatureDigest: digest, KeyId: keyID, Policy: "default",
+				Attestations: []*customsv1.Attestation{{PredicateType: "https://cyclonedx.org/bom"}, {PredicateType: "https://slsa.dev/provenance/v1"}},
+			}}},
+			{Id: "bench-promoted-" + strconv.Itoa(i), Payload: &customsv1.Event_Promoted{Promoted: &customsv1.ArtifactPromoted{
 				Environment: "bench-prod", TargetReference: target + "@" + digest, TargetTags: []string{"v1.0.0", "0a1b2c3"},
 				Actor: "auto", RuleId: "bench", Reason: "benchmark",
-			}},
-		})
-		if err != nil {
-			return nil, nil, 0, err
+			}}},
+		}
+		for _, evt := range events {
+			evt.Artifact, evt.OccurredAt, evt.Producer = ref, timestamppb.Now(), "bench"
+			if _, err := pub.Publish(ctx, evt); err != nil {
+				return nil, err
+			}
 		}
 	}
 	opts, err := grpcserver.Config{}.ServerOptions()
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	timer := &serverTimer{}
 	svc, err := query.NewService(ctx, query.ServiceConfig{Listen: "127.0.0.1:0"}, conn.JS, log, append(opts, grpc.StatsHandler(timer))...)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	qctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _ = svc.Run(qctx, ln) }()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20))
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	defer cc.Close()
 	client := customsv1.NewArtifactServiceClient(cc)
+	ready := func(resp *customsv1.GetEnvironmentResponse) bool {
+		ds := resp.GetEnvironment().GetDeployments()
+		return len(ds) == apps && ds[apps-1].GetScanned() && ds[apps-1].GetSigningKeyId() == keyID
+	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		resp, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "bench-prod"})
-		if err == nil && len(resp.GetEnvironment().GetDeployments()) == apps {
+		if err == nil && ready(resp) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, 0, fmt.Errorf("environment never reached %d applications: %v", apps, err)
+			return nil, fmt.Errorf("environment never reached %d scanned and signed applications: %v", apps, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The caller runs in its own process, as a real client does: its
-	// decoding of the large response must not load this process's heap.
-	timer.reset()
 	self, err := os.Executable()
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
-	out, err := exec.CommandContext(ctx, self, "-env-client", ln.Addr().String(), "-gets", strconv.Itoa(calls)).Output()
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("GetEnvironment caller: %w", err)
-	}
-	var lat []time.Duration
-	for _, f := range strings.Fields(string(out)) {
-		ns, err := strconv.ParseInt(f, 10, 64)
+	var runs []envRun
+	for _, view := range []customsv1.EnvironmentView{customsv1.EnvironmentView_ENVIRONMENT_VIEW_BASIC, customsv1.EnvironmentView_ENVIRONMENT_VIEW_FULL} {
+		resp, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "bench-prod", View: view})
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("GetEnvironment caller output: %w", err)
+			return nil, err
 		}
-		lat = append(lat, time.Duration(ns))
+		run := envRun{view: strings.ToLower(strings.TrimPrefix(view.String(), "ENVIRONMENT_VIEW_")), apps: apps, bytes: proto.Size(resp)}
+		timer.reset()
+		for _, decode := range []bool{false, true} {
+			// The caller runs in its own process, as a real client does: its
+			// decoding of the large response must not load this process's heap.
+			out, err := exec.CommandContext(ctx, self, "-env-client", ln.Addr().String(), "-gets", strconv.Itoa(calls),
+				"-env-view", strconv.Itoa(int(view)), "-env-decode="+strconv.FormatBool(decode)).Output()
+			if err != nil {
+				return nil, fmt.Errorf("GetEnvironment caller: %w", err)
+			}
+			var lat []time.Duration
+			for _, f := range strings.Fields(string(out)) {
+				ns, err := strconv.ParseInt(f, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("GetEnvironment caller output: %w", err)
+				}
+				lat = append(lat, time.Duration(ns))
+			}
+			if decode {
+				run.decoded = lat
+			} else {
+				run.received = lat
+			}
+		}
+		run.server = timer.durations()
+		runs = append(runs, run)
 	}
-	return lat, timer.durations(), apps, nil
+	return runs, nil
 }
 
-// runEnvClient calls GetEnvironment calls times and prints each round trip
-// in nanoseconds.
-func runEnvClient(addr string, calls int) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20))
+// runEnvClient calls GetEnvironment calls times with a default client and
+// prints each round trip in nanoseconds. Without decode, a call ends when
+// gRPC has the whole response message: the answer as it arrives, before
+// the client's own decoding.
+func runEnvClient(addr string, calls int, view customsv1.EnvironmentView, decode bool) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
 	client := customsv1.NewArtifactServiceClient(cc)
 	ctx := context.Background()
+	req := &customsv1.GetEnvironmentRequest{Name: "bench-prod", View: view}
+	var received receivedBytes
 	for i := range calls + 100 {
 		start := time.Now()
-		if _, err := client.GetEnvironment(ctx, &customsv1.GetEnvironmentRequest{Name: "bench-prod"}); err != nil {
+		var err error
+		if decode {
+			_, err = client.GetEnvironment(ctx, req)
+		} else {
+			err = cc.Invoke(ctx, customsv1.ArtifactService_GetEnvironment_FullMethodName, req, &received, grpc.ForceCodecV2(countingCodec{}))
+			if err == nil && received == 0 {
+				err = errors.New("empty GetEnvironment response")
+			}
+		}
+		if err != nil {
 			return err
 		}
 		if i >= 100 { // the first calls warm the connection up
@@ -488,6 +546,28 @@ func runEnvClient(addr string, calls int) error {
 	}
 	return nil
 }
+
+// receivedBytes is what countingCodec "decodes" a response into: its size.
+type receivedBytes int
+
+// countingCodec encodes requests as protobuf and, instead of decoding a
+// response, records its size.
+type countingCodec struct{}
+
+func (countingCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := proto.Marshal(v.(proto.Message))
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*receivedBytes) = receivedBytes(data.Len())
+	return nil
+}
+
+func (countingCodec) Name() string { return "proto" }
 
 // serverTimer measures, on the server, from a call's arrival to its last
 // byte sent: the time the server takes to answer, without the client's
