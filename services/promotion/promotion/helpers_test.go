@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -122,9 +123,38 @@ func sign(t testing.TB, ref name.Digest, k *testKey) {
 // attestSBOM attaches a signed CycloneDX attestation to ref.
 func attestSBOM(t testing.TB, ref name.Digest, k *testKey) {
 	t.Helper()
+	attest(t, ref, k, "cyclonedx", "https://cyclonedx.org/bom", `{"bomFormat":"CycloneDX","specVersion":"1.6","components":[]}`)
+}
+
+// attestVulns attaches a signed cosign vuln attestation to ref whose
+// result is a Trivy-shaped report with one finding per severity given.
+func attestVulns(t testing.TB, ref name.Digest, k *testKey, severities ...string) {
+	t.Helper()
+	var vulns []map[string]string
+	for i, s := range severities {
+		vulns = append(vulns, map[string]string{"VulnerabilityID": fmt.Sprintf("CVE-2024-%04d", i+1), "PkgName": "openssl", "Severity": s})
+	}
+	at := time.Now().UTC().Format(time.RFC3339)
+	pred, err := json.Marshal(map[string]any{
+		"invocation": map[string]any{"uri": "test"},
+		"scanner": map[string]any{"uri": "pkg:github/aquasecurity/trivy", "version": "0.74.0",
+			"db":     map[string]any{"uri": "pkg:github/aquasecurity/trivy-db", "version": "2"},
+			"result": map[string]any{"SchemaVersion": 2, "Results": []any{map[string]any{"Target": "test", "Vulnerabilities": vulns}}}},
+		"metadata": map[string]any{"scanStartedOn": at, "scanFinishedOn": at},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attest(t, ref, k, "vuln", attestation.CosignVulnProvenanceV01, string(pred))
+}
+
+// attest attaches a signed in-toto attestation of cosign predicate type
+// typ (its URI predicateType) to ref, as `cosign attest` does.
+func attest(t testing.TB, ref name.Digest, k *testKey, typ, predicateType, predicate string) {
+	t.Helper()
 	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
-		Predicate: bytes.NewReader([]byte(`{"bomFormat":"CycloneDX","specVersion":"1.6","components":[]}`)),
-		Type:      "cyclonedx",
+		Predicate: bytes.NewReader([]byte(predicate)),
+		Type:      typ,
 		Digest:    ref.DigestStr()[len("sha256:"):],
 		Repo:      ref.Repository.String(),
 	})
@@ -140,7 +170,7 @@ func attestSBOM(t testing.TB, ref name.Digest, k *testKey) {
 		t.Fatal(err)
 	}
 	att, err := static.NewAttestation(env, static.WithLayerMediaType(types.DssePayloadType),
-		static.WithAnnotations(map[string]string{"predicateType": "https://cyclonedx.org/bom"}))
+		static.WithAnnotations(map[string]string{"predicateType": predicateType}))
 	if err != nil {
 		t.Fatal(err)
 	}

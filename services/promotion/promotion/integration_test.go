@@ -519,6 +519,22 @@ func TestPromotionEndToEnd(t *testing.T) {
 		if got := tagsAt(t, e.prod+"/prod/team/api", "v2.0.0"); !strings.HasPrefix(got["v2.0.0"], "missing") {
 			t.Errorf("refused image reached prod: %v", got)
 		}
+
+		// A forged artifact.scanned cannot hide what a trusted key attested:
+		// the event says no critical finding, the signed vuln attestation
+		// says one, and the attestation decides.
+		hidden := pushImage(t, e.dev, "team/hidden", "v1.0.0")
+		sign(t, hidden, e.release)
+		attestVulns(t, hidden, e.release, "CRITICAL", "LOW")
+		e.awaitPushed(t, hidden, "v1.0.0")
+		scanned(t, e.pub, hidden, "v1.0.0", 0)
+		signedEvt(t, e.pub, hidden, "v1.0.0", "signed-hidden")
+		st = e.rejection(t, hidden.DigestStr())
+		if !strings.Contains(st.GetReason(), "1 critical findings exceed") || !slices.ContainsFunc(st.GetDetails(), func(d string) bool {
+			return strings.HasPrefix(d, "severity from the vuln attestation signed by release")
+		}) {
+			t.Errorf("forged scan: reason %q, details %q", st.GetReason(), st.GetDetails())
+		}
 	})
 
 	t.Run("a new version, then a rollback", func(t *testing.T) {

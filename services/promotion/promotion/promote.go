@@ -196,7 +196,9 @@ func (p *Promoter) decide(ctx context.Context, req request, a *artifactInfo, src
 	if err != nil {
 		return nil, outcome{}, err
 	}
-	if len(pl.ver.Keys) > 0 && len(m.Target.RequireAttestations) > 0 {
+	// The severity gate reads the scan a trusted key attested, so a forged
+	// artifact.scanned cannot lower the counts.
+	if len(pl.ver.Keys) > 0 && (len(m.Target.RequireAttestations) > 0 || m.Target.MaxSeverity != "") {
 		if err := verifyAttestations(ctx, srcRef, pl.srcOpts, &pl.ver); err != nil {
 			return nil, outcome{}, err
 		}
@@ -219,17 +221,45 @@ func (p *Promoter) decide(ctx context.Context, req request, a *artifactInfo, src
 		Digest: req.Digest, Tags: tags, MovedTags: src.MovedTags, SignedBy: pl.ver.signedBy(),
 		Attested: pl.ver.Attested, Scanned: a.Scanned, Counts: a.Counts, Environments: a.Environments,
 	}
+	// An event alone cannot lower what a trusted key attested; a newer
+	// scan (a rescan with a fresher DB) can still raise it, so the gate
+	// takes the higher count of each severity.
+	var severityFrom string
+	if m.Target.MaxSeverity != "" {
+		if sc := pl.ver.Scan; sc != nil {
+			facts.Scanned, facts.Counts = true, higherCounts(sc.Counts, a.Counts)
+			severityFrom = fmt.Sprintf("severity from the vuln attestation signed by %s (scan finished %s), or artifact.scanned where it reports more",
+				sc.Key, sc.FinishedOn.UTC().Format(time.RFC3339))
+		} else if a.Scanned {
+			severityFrom = "severity from artifact.scanned: no complete vuln attestation by a trusted key"
+		}
+	}
 	if req.Rollback {
 		// A rollback returns to a digest the environment ran before; it
 		// still needs a valid signature, tags and the other requirements.
 		facts.Environments = addUnique(slices.Clone(facts.Environments), req.Environment)
 	}
 	pl.decision = rules.Evaluate(m, facts)
+	if severityFrom != "" {
+		pl.decision.Details = append(pl.decision.Details, severityFrom)
+	}
 	if !pl.decision.Allowed {
 		o, err := p.reject(ctx, a, src, req, m, refused(pl.decision.Reason, pl.decision.Details...))
 		return nil, o, err
 	}
 	return pl, outcome{}, nil
+}
+
+// higherCounts returns, for each severity, the higher count of a and b.
+func higherCounts(a, b map[string]int) map[string]int {
+	out := make(map[string]int, len(a))
+	for sev, n := range a {
+		out[sev] = n
+	}
+	for sev, n := range b {
+		out[sev] = max(out[sev], n)
+	}
+	return out
 }
 
 // carryOut copies the artifact with its signatures and attestations, tags

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/cosign/attestation"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
 	"github.com/customs-dev/customs/pkg/registries"
@@ -61,6 +62,9 @@ type verification struct {
 	Keys []*PublicKey
 	// Attested predicate types, by any of Keys.
 	Attested []string
+	// Scan is the newest complete vuln attestation by any of Keys, nil
+	// when there is none.
+	Scan *attestedScan
 }
 
 func (v verification) signedBy() []string {
@@ -122,13 +126,34 @@ func verifyAttestations(ctx context.Context, ref name.Digest, opts []remote.Opti
 			return fmt.Errorf("verify attestations of %s with key %s: %w", ref, k.Name, err)
 		}
 		for _, att := range atts {
-			if pt := predicateType(att.Payload); pt != "" && !seen[pt] {
+			pt := predicateType(att.Payload)
+			if pt != "" && !seen[pt] {
 				seen[pt] = true
 				v.Attested = append(v.Attested, pt)
+			}
+			if pt == attestation.CosignVulnProvenanceV01 {
+				v.addScan(att.Payload, k.Name)
 			}
 		}
 	}
 	return nil
+}
+
+// addScan keeps the vuln attestation in payload if it is complete and newer
+// than the one already kept. One that cannot be read is passed over: the
+// event's counts are then all there is, and the decision says so.
+func (v *verification) addScan(payload func() ([]byte, error), key string) {
+	env, err := payload()
+	if err != nil {
+		return
+	}
+	counts, finished, err := parseVulnAttestation(env)
+	if err != nil {
+		return
+	}
+	if v.Scan == nil || finished.After(v.Scan.FinishedOn) {
+		v.Scan = &attestedScan{Counts: counts, FinishedOn: finished, Key: key}
+	}
 }
 
 // predicateType reads the in-toto predicate type from a DSSE envelope.

@@ -172,7 +172,7 @@ func (s *Service) autoPromote(ctx context.Context, evt *customsv1.Event, log *sl
 			return fmt.Errorf("promote %s to %s: %w", ref.GetDigest(), m.Target.Environment, err)
 		}
 		log.Info("auto promotion", "environment", m.Target.Environment, "status", o.Status.String(),
-			"reason", o.Reason, "already", o.Already, "took", time.Since(start))
+			"reason", o.Reason, "details", o.Details, "already", o.Already, "took", time.Since(start))
 	}
 	return nil
 }
@@ -251,7 +251,7 @@ func (s *Service) command(ctx context.Context, data []byte) *customsv1.Promotion
 		log.Error("promotion command failed", "error", err)
 		return failed(err)
 	}
-	log.Info("promotion command", "status", o.Status.String(), "reason", o.Reason, "took", time.Since(start))
+	log.Info("promotion command", "status", o.Status.String(), "reason", o.Reason, "details", o.Details, "took", time.Since(start))
 	return result(o)
 }
 

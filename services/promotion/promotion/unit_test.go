@@ -166,3 +166,17 @@ func TestReasonCode(t *testing.T) {
 		}
 	}
 }
+
+func TestHigherCounts(t *testing.T) {
+	t.Parallel()
+	attested := map[string]int{"critical": 1, "high": 0, "low": 3}
+	event := map[string]int{"critical": 0, "high": 2}
+	got := higherCounts(attested, event)
+	want := map[string]int{"critical": 1, "high": 2, "low": 3}
+	if len(got) != len(want) || got["critical"] != 1 || got["high"] != 2 || got["low"] != 3 {
+		t.Errorf("higherCounts = %v, want %v", got, want)
+	}
+	if got := higherCounts(attested, nil); got["critical"] != 1 || got["low"] != 3 {
+		t.Errorf("without event counts = %v", got)
+	}
+}

@@ -83,9 +83,16 @@ var (
 
 // vulnPredicate builds cosign's vuln predicate (what `trivy --format
 // cosign-vuln` emits): the scanner, its DB and the full report as result,
-// or the event's findings when no report is stored.
+// or, when no report is stored, the event's counts per severity and its
+// findings (which may have been cut). Promotion gates on these counts.
 func vulnPredicate(sc *customsv1.ArtifactScanned, report []byte, eventID string) ([]byte, error) {
-	var result any = map[string]any{"findings": sc.GetFindings(), "findingsTruncated": sc.GetFindingsTruncated()}
+	c := sc.GetSummary().GetCounts()
+	var result any = map[string]any{
+		"counts": map[string]int32{
+			"critical": c.GetCritical(), "high": c.GetHigh(), "medium": c.GetMedium(), "low": c.GetLow(), "unknown": c.GetUnknown(),
+		},
+		"findings": sc.GetFindings(), "findingsTruncated": sc.GetFindingsTruncated(),
+	}
 	if len(report) > 0 {
 		result = json.RawMessage(report)
 	}
