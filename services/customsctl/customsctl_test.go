@@ -49,6 +49,9 @@ func startQuery(t *testing.T) string {
 		{Id: "pr1", Artifact: ref, OccurredAt: now, Payload: &customsv1.Event_Promoted{Promoted: &customsv1.ArtifactPromoted{
 			Environment: "staging", TargetReference: "localhost:5000/staging/team/app@" + digest, TargetTags: []string{"v1.2.3"}, Actor: "auto", RuleId: "team-apps",
 		}}},
+		{Id: "rj1", Artifact: ref, OccurredAt: now, Payload: &customsv1.Event_Rejected{Rejected: &customsv1.ArtifactRejected{
+			Stage: customsv1.Stage_STAGE_PROMOTE, Environment: "prod", Reason: "must be promoted to qa before prod", ReasonCode: "environment_order",
+		}}},
 	}
 	store, err := backbone.EnsureReportStore(ctx, conn.JS, 1)
 	if err != nil {

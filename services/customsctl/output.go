@@ -90,6 +90,9 @@ func printArtifact(w io.Writer, a *customsv1.Artifact) error {
 	for _, p := range a.GetPromotions() {
 		fmt.Fprintf(tw, "Promoted:\t%s -> %s (%s, rule %s)\n", p.GetEnvironment(), p.GetTargetReference(), p.GetActor(), p.GetRuleId())
 	}
+	for _, r := range a.GetPromotionRefusals() {
+		fmt.Fprintf(tw, "Refused:\t%s: %s\n", r.GetEnvironment(), r.GetReason())
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package query
 
 import (
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -100,8 +101,26 @@ func applyEvent(rec *customsv1.ArtifactRecord, entry *customsv1.HistoryEntry, tc
 			return x.GetEnvironment() == p.Promoted.GetEnvironment()
 		})
 		a.Promotions = append(a.Promotions, p.Promoted)
+		a.PromotionRefusals = slices.DeleteFunc(a.PromotionRefusals, func(x *customsv1.ArtifactRejected) bool {
+			return x.GetEnvironment() == p.Promoted.GetEnvironment()
+		})
 	case *customsv1.Event_Rejected:
-		setStage(a, p.Rejected.GetStage(), customsv1.StageStatus_STAGE_STATUS_REJECTED, p.Rejected.GetReason(), p.Rejected.GetDetails(), at, seq)
+		r := p.Rejected
+		if r.GetStage() == customsv1.Stage_STAGE_PROMOTE && r.GetEnvironment() != "" {
+			a.PromotionRefusals = slices.DeleteFunc(a.PromotionRefusals, func(x *customsv1.ArtifactRejected) bool {
+				return x.GetEnvironment() == r.GetEnvironment()
+			})
+			a.PromotionRefusals = append(a.PromotionRefusals, r)
+			slices.SortFunc(a.PromotionRefusals, func(x, y *customsv1.ArtifactRejected) int {
+				return strings.Compare(x.GetEnvironment(), y.GetEnvironment())
+			})
+			if len(a.Promotions) > 0 {
+				// It still runs where it was promoted: a refusal for one
+				// more environment does not reject the artifact.
+				break
+			}
+		}
+		setStage(a, r.GetStage(), customsv1.StageStatus_STAGE_STATUS_REJECTED, r.GetReason(), r.GetDetails(), at, seq)
 	case *customsv1.Event_Failed:
 		setStage(a, p.Failed.GetStage(), customsv1.StageStatus_STAGE_STATUS_FAILED, p.Failed.GetReason(), nil, at, seq)
 	}

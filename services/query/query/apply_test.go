@@ -121,6 +121,42 @@ func TestApplyEvent(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "a refused promotion elsewhere leaves a running artifact promoted",
+			entries: []*customsv1.HistoryEntry{entry(1, &customsv1.ArtifactPushed{}, "v1"), entry(2, &customsv1.ArtifactPromoted{Environment: "staging"}, ""),
+				entry(3, &customsv1.ArtifactRejected{Stage: customsv1.Stage_STAGE_PROMOTE, Environment: "prod", Reason: "must be promoted to qa before prod"}, "")},
+			assertions: func(t *testing.T, rec *customsv1.ArtifactRecord) {
+				a := rec.GetArtifact()
+				if a.GetState() != customsv1.ArtifactState_ARTIFACT_STATE_PROMOTED {
+					t.Errorf("state %v, want PROMOTED: it runs in staging", a.GetState())
+				}
+				if st := a.GetStages()[1]; st.GetStage() != customsv1.Stage_STAGE_PROMOTE || st.GetStatus() != customsv1.StageStatus_STAGE_STATUS_SUCCEEDED {
+					t.Errorf("promote stage %v", st)
+				}
+				if r := a.GetPromotionRefusals(); len(r) != 1 || r[0].GetEnvironment() != "prod" || r[0].GetReason() != "must be promoted to qa before prod" {
+					t.Errorf("refusals %v", r)
+				}
+				// A later promotion into prod clears its refusal.
+				if !applyEvent(rec, entry(9, &customsv1.ArtifactPromoted{Environment: "prod"}, ""), tagChange{}) || len(a.GetPromotionRefusals()) != 0 || len(a.GetPromotions()) != 2 {
+					t.Errorf("after promotion to prod: refusals %v, promotions %v", a.GetPromotionRefusals(), a.GetPromotions())
+				}
+			},
+		},
+		{
+			name: "a refused promotion of an artifact that runs nowhere rejects it",
+			entries: []*customsv1.HistoryEntry{entry(1, &customsv1.ArtifactPushed{}, "latest"),
+				entry(2, &customsv1.ArtifactRejected{Stage: customsv1.Stage_STAGE_PROMOTE, Environment: "staging", Reason: "floating tag"}, ""),
+				entry(3, &customsv1.ArtifactRejected{Stage: customsv1.Stage_STAGE_PROMOTE, Environment: "staging", Reason: "floating tag, again"}, "")},
+			assertions: func(t *testing.T, rec *customsv1.ArtifactRecord) {
+				a := rec.GetArtifact()
+				if a.GetState() != customsv1.ArtifactState_ARTIFACT_STATE_REJECTED || a.GetStages()[1].GetReason() != "floating tag, again" {
+					t.Errorf("artifact %v", a)
+				}
+				if r := a.GetPromotionRefusals(); len(r) != 1 || r[0].GetReason() != "floating tag, again" {
+					t.Errorf("refusals %v, want the latest one for staging", r)
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

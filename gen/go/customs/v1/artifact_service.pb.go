@@ -508,11 +508,16 @@ type Artifact struct {
 	CorrelationId string      `protobuf:"bytes,10,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	Provenance    *Provenance `protobuf:"bytes,11,opt,name=provenance,proto3" json:"provenance,omitempty"`
 	// Filled in by the scanner, signer and promotion stages.
-	Scan          *ScanSummary        `protobuf:"bytes,12,opt,name=scan,proto3" json:"scan,omitempty"`
-	Signature     *ArtifactSigned     `protobuf:"bytes,13,opt,name=signature,proto3" json:"signature,omitempty"`
-	Promotions    []*ArtifactPromoted `protobuf:"bytes,14,rep,name=promotions,proto3" json:"promotions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scan       *ScanSummary        `protobuf:"bytes,12,opt,name=scan,proto3" json:"scan,omitempty"`
+	Signature  *ArtifactSigned     `protobuf:"bytes,13,opt,name=signature,proto3" json:"signature,omitempty"`
+	Promotions []*ArtifactPromoted `protobuf:"bytes,14,rep,name=promotions,proto3" json:"promotions,omitempty"`
+	// The latest refused promotion per environment, until a promotion into
+	// that environment succeeds. While the artifact runs in any environment,
+	// a refusal elsewhere is recorded only here: the promote stage and the
+	// state stay as they are (e.g. prod refused, still running in staging).
+	PromotionRefusals []*ArtifactRejected `protobuf:"bytes,15,rep,name=promotion_refusals,json=promotionRefusals,proto3" json:"promotion_refusals,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Artifact) Reset() {
@@ -639,6 +644,13 @@ func (x *Artifact) GetSignature() *ArtifactSigned {
 func (x *Artifact) GetPromotions() []*ArtifactPromoted {
 	if x != nil {
 		return x.Promotions
+	}
+	return nil
+}
+
+func (x *Artifact) GetPromotionRefusals() []*ArtifactRejected {
+	if x != nil {
+		return x.PromotionRefusals
 	}
 	return nil
 }
@@ -2358,7 +2370,7 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\x06action\x18\x04 \x01(\x0e2\x15.customs.v1.TagActionR\x06action\x12!\n" +
 	"\fother_digest\x18\x05 \x01(\tR\votherDigest\x12*\n" +
 	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12'\n" +
-	"\x0fstream_sequence\x18\a \x01(\x04R\x0estreamSequence\"\xae\x05\n" +
+	"\x0fstream_sequence\x18\a \x01(\x04R\x0estreamSequence\"\xfb\x05\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
 	"\n" +
@@ -2381,7 +2393,8 @@ const file_customs_v1_artifact_service_proto_rawDesc = "" +
 	"\tsignature\x18\r \x01(\v2\x1a.customs.v1.ArtifactSignedR\tsignature\x12<\n" +
 	"\n" +
 	"promotions\x18\x0e \x03(\v2\x1c.customs.v1.ArtifactPromotedR\n" +
-	"promotions\"\x95\x01\n" +
+	"promotions\x12K\n" +
+	"\x12promotion_refusals\x18\x0f \x03(\v2\x1c.customs.v1.ArtifactRejectedR\x11promotionRefusals\"\x95\x01\n" +
 	"\fHistoryEntry\x12'\n" +
 	"\x0fstream_sequence\x18\x01 \x01(\x04R\x0estreamSequence\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12'\n" +
@@ -2601,10 +2614,11 @@ var file_customs_v1_artifact_service_proto_goTypes = []any{
 	(*ScanSummary)(nil),                    // 37: customs.v1.ScanSummary
 	(*ArtifactSigned)(nil),                 // 38: customs.v1.ArtifactSigned
 	(*ArtifactPromoted)(nil),               // 39: customs.v1.ArtifactPromoted
-	(*Event)(nil),                          // 40: customs.v1.Event
-	(*Finding)(nil),                        // 41: customs.v1.Finding
-	(*ArtifactRef)(nil),                    // 42: customs.v1.ArtifactRef
-	(Severity)(0),                          // 43: customs.v1.Severity
+	(*ArtifactRejected)(nil),               // 40: customs.v1.ArtifactRejected
+	(*Event)(nil),                          // 41: customs.v1.Event
+	(*Finding)(nil),                        // 42: customs.v1.Finding
+	(*ArtifactRef)(nil),                    // 43: customs.v1.ArtifactRef
+	(Severity)(0),                          // 44: customs.v1.Severity
 }
 var file_customs_v1_artifact_service_proto_depIdxs = []int32{
 	34, // 0: customs.v1.StageState.stage:type_name -> customs.v1.Stage
@@ -2622,54 +2636,55 @@ var file_customs_v1_artifact_service_proto_depIdxs = []int32{
 	37, // 12: customs.v1.Artifact.scan:type_name -> customs.v1.ScanSummary
 	38, // 13: customs.v1.Artifact.signature:type_name -> customs.v1.ArtifactSigned
 	39, // 14: customs.v1.Artifact.promotions:type_name -> customs.v1.ArtifactPromoted
-	40, // 15: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
-	7,  // 16: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
-	0,  // 17: customs.v1.ListArtifactsRequest.state:type_name -> customs.v1.ArtifactState
-	7,  // 18: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
-	7,  // 19: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
-	8,  // 20: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
-	37, // 21: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
-	41, // 22: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
-	7,  // 23: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
-	8,  // 24: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
-	35, // 25: customs.v1.Deployment.promoted_at:type_name -> google.protobuf.Timestamp
-	42, // 26: customs.v1.Deployment.source:type_name -> customs.v1.ArtifactRef
-	37, // 27: customs.v1.Deployment.scan:type_name -> customs.v1.ScanSummary
-	38, // 28: customs.v1.Deployment.signature:type_name -> customs.v1.ArtifactSigned
-	43, // 29: customs.v1.Deployment.highest_severity:type_name -> customs.v1.Severity
-	22, // 30: customs.v1.Environment.deployments:type_name -> customs.v1.Deployment
-	3,  // 31: customs.v1.GetEnvironmentRequest.view:type_name -> customs.v1.EnvironmentView
-	23, // 32: customs.v1.GetEnvironmentResponse.environment:type_name -> customs.v1.Environment
-	22, // 33: customs.v1.ListPromotionsResponse.promotions:type_name -> customs.v1.Deployment
-	39, // 34: customs.v1.PromoteResponse.promotion:type_name -> customs.v1.ArtifactPromoted
-	39, // 35: customs.v1.RollbackResponse.promotion:type_name -> customs.v1.ArtifactPromoted
-	9,  // 36: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
-	11, // 37: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
-	13, // 38: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
-	15, // 39: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
-	17, // 40: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
-	19, // 41: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
-	24, // 42: customs.v1.ArtifactService.GetEnvironment:input_type -> customs.v1.GetEnvironmentRequest
-	26, // 43: customs.v1.ArtifactService.ListPromotions:input_type -> customs.v1.ListPromotionsRequest
-	28, // 44: customs.v1.ArtifactService.Promote:input_type -> customs.v1.PromoteRequest
-	30, // 45: customs.v1.ArtifactService.Rollback:input_type -> customs.v1.RollbackRequest
-	32, // 46: customs.v1.ArtifactService.RequestRescan:input_type -> customs.v1.RequestRescanRequest
-	10, // 47: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
-	12, // 48: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
-	14, // 49: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
-	16, // 50: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
-	18, // 51: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
-	20, // 52: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
-	25, // 53: customs.v1.ArtifactService.GetEnvironment:output_type -> customs.v1.GetEnvironmentResponse
-	27, // 54: customs.v1.ArtifactService.ListPromotions:output_type -> customs.v1.ListPromotionsResponse
-	29, // 55: customs.v1.ArtifactService.Promote:output_type -> customs.v1.PromoteResponse
-	31, // 56: customs.v1.ArtifactService.Rollback:output_type -> customs.v1.RollbackResponse
-	33, // 57: customs.v1.ArtifactService.RequestRescan:output_type -> customs.v1.RequestRescanResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	40, // 15: customs.v1.Artifact.promotion_refusals:type_name -> customs.v1.ArtifactRejected
+	41, // 16: customs.v1.HistoryEntry.event:type_name -> customs.v1.Event
+	7,  // 17: customs.v1.GetArtifactResponse.artifact:type_name -> customs.v1.Artifact
+	0,  // 18: customs.v1.ListArtifactsRequest.state:type_name -> customs.v1.ArtifactState
+	7,  // 19: customs.v1.ListArtifactsResponse.artifacts:type_name -> customs.v1.Artifact
+	7,  // 20: customs.v1.WatchArtifactsResponse.artifact:type_name -> customs.v1.Artifact
+	8,  // 21: customs.v1.GetArtifactHistoryResponse.entries:type_name -> customs.v1.HistoryEntry
+	37, // 22: customs.v1.GetVulnerabilityReportResponse.summary:type_name -> customs.v1.ScanSummary
+	42, // 23: customs.v1.GetVulnerabilityReportResponse.findings:type_name -> customs.v1.Finding
+	7,  // 24: customs.v1.ArtifactRecord.artifact:type_name -> customs.v1.Artifact
+	8,  // 25: customs.v1.ArtifactRecord.history:type_name -> customs.v1.HistoryEntry
+	35, // 26: customs.v1.Deployment.promoted_at:type_name -> google.protobuf.Timestamp
+	43, // 27: customs.v1.Deployment.source:type_name -> customs.v1.ArtifactRef
+	37, // 28: customs.v1.Deployment.scan:type_name -> customs.v1.ScanSummary
+	38, // 29: customs.v1.Deployment.signature:type_name -> customs.v1.ArtifactSigned
+	44, // 30: customs.v1.Deployment.highest_severity:type_name -> customs.v1.Severity
+	22, // 31: customs.v1.Environment.deployments:type_name -> customs.v1.Deployment
+	3,  // 32: customs.v1.GetEnvironmentRequest.view:type_name -> customs.v1.EnvironmentView
+	23, // 33: customs.v1.GetEnvironmentResponse.environment:type_name -> customs.v1.Environment
+	22, // 34: customs.v1.ListPromotionsResponse.promotions:type_name -> customs.v1.Deployment
+	39, // 35: customs.v1.PromoteResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	39, // 36: customs.v1.RollbackResponse.promotion:type_name -> customs.v1.ArtifactPromoted
+	9,  // 37: customs.v1.ArtifactService.GetArtifact:input_type -> customs.v1.GetArtifactRequest
+	11, // 38: customs.v1.ArtifactService.ListArtifacts:input_type -> customs.v1.ListArtifactsRequest
+	13, // 39: customs.v1.ArtifactService.WatchArtifacts:input_type -> customs.v1.WatchArtifactsRequest
+	15, // 40: customs.v1.ArtifactService.GetArtifactHistory:input_type -> customs.v1.GetArtifactHistoryRequest
+	17, // 41: customs.v1.ArtifactService.GetVulnerabilityReport:input_type -> customs.v1.GetVulnerabilityReportRequest
+	19, // 42: customs.v1.ArtifactService.GetSBOM:input_type -> customs.v1.GetSBOMRequest
+	24, // 43: customs.v1.ArtifactService.GetEnvironment:input_type -> customs.v1.GetEnvironmentRequest
+	26, // 44: customs.v1.ArtifactService.ListPromotions:input_type -> customs.v1.ListPromotionsRequest
+	28, // 45: customs.v1.ArtifactService.Promote:input_type -> customs.v1.PromoteRequest
+	30, // 46: customs.v1.ArtifactService.Rollback:input_type -> customs.v1.RollbackRequest
+	32, // 47: customs.v1.ArtifactService.RequestRescan:input_type -> customs.v1.RequestRescanRequest
+	10, // 48: customs.v1.ArtifactService.GetArtifact:output_type -> customs.v1.GetArtifactResponse
+	12, // 49: customs.v1.ArtifactService.ListArtifacts:output_type -> customs.v1.ListArtifactsResponse
+	14, // 50: customs.v1.ArtifactService.WatchArtifacts:output_type -> customs.v1.WatchArtifactsResponse
+	16, // 51: customs.v1.ArtifactService.GetArtifactHistory:output_type -> customs.v1.GetArtifactHistoryResponse
+	18, // 52: customs.v1.ArtifactService.GetVulnerabilityReport:output_type -> customs.v1.GetVulnerabilityReportResponse
+	20, // 53: customs.v1.ArtifactService.GetSBOM:output_type -> customs.v1.GetSBOMResponse
+	25, // 54: customs.v1.ArtifactService.GetEnvironment:output_type -> customs.v1.GetEnvironmentResponse
+	27, // 55: customs.v1.ArtifactService.ListPromotions:output_type -> customs.v1.ListPromotionsResponse
+	29, // 56: customs.v1.ArtifactService.Promote:output_type -> customs.v1.PromoteResponse
+	31, // 57: customs.v1.ArtifactService.Rollback:output_type -> customs.v1.RollbackResponse
+	33, // 58: customs.v1.ArtifactService.RequestRescan:output_type -> customs.v1.RequestRescanResponse
+	48, // [48:59] is the sub-list for method output_type
+	37, // [37:48] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_customs_v1_artifact_service_proto_init() }
