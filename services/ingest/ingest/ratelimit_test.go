@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -64,7 +65,7 @@ func TestRateLimitPerSource(t *testing.T) {
 func TestSourceLimiterRefillsAndForgets(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1000, 0)
-	l := newSourceLimiter(1, 1)
+	l := newSourceLimiter(1, 1, nil)
 	l.now = func() time.Time { return now }
 	req := httptest.NewRequest(http.MethodPost, "/", nil)
 	if ok, _ := l.allow("r", req); !ok {
@@ -83,7 +84,100 @@ func TestSourceLimiterRefillsAndForgets(t *testing.T) {
 	if len(l.buckets) != 1 {
 		t.Fatalf("%d buckets after the idle sweep, want 1", len(l.buckets))
 	}
-	if newSourceLimiter(-1, 10) != nil {
+	if newSourceLimiter(-1, 10, nil) != nil {
 		t.Fatal("a negative limit did not turn limiting off")
 	}
+}
+
+func TestClientAddrBehindTrustedProxies(t *testing.T) {
+	t.Parallel()
+	proxies, err := ParseTrustedProxies("10.0.0.0/8, 192.168.1.7,fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		remote string
+		xff    []string
+		want   string
+	}{
+		{name: "direct client", remote: "203.0.113.9:4000", want: "203.0.113.9"},
+		{name: "direct client cannot claim another address", remote: "203.0.113.9:4000", xff: []string{"198.51.100.1"}, want: "203.0.113.9"},
+		{name: "one proxy", remote: "10.1.2.3:80", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+		{name: "the client's own claims left of it are ignored", remote: "10.1.2.3:80", xff: []string{"1.1.1.1, 198.51.100.1"}, want: "198.51.100.1"},
+		{name: "two proxies", remote: "10.1.2.3:80", xff: []string{"198.51.100.1, 192.168.1.7"}, want: "198.51.100.1"},
+		{name: "headers repeated", remote: "10.1.2.3:80", xff: []string{"198.51.100.1", "10.9.9.9"}, want: "198.51.100.1"},
+		{name: "only proxies", remote: "10.1.2.3:80", xff: []string{"10.4.4.4, 10.5.5.5"}, want: "10.4.4.4"},
+		{name: "proxy without the header", remote: "10.1.2.3:80", want: "10.1.2.3"},
+		{name: "IPv6 proxy", remote: "[fd00::1]:80", xff: []string{"2001:db8::5"}, want: "2001:db8::5"},
+		{name: "garbage is a key, not a bypass", remote: "10.1.2.3:80", xff: []string{"not-an-ip"}, want: "not-an-ip"},
+		{name: "IPv4-mapped proxy", remote: "[::ffff:10.1.2.3]:80", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req.RemoteAddr = tc.remote
+			for _, v := range tc.xff {
+				req.Header.Add("X-Forwarded-For", v)
+			}
+			if got := clientAddr(req, proxies); got != tc.want {
+				t.Errorf("clientAddr = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"10.0.0.0/33", "proxy.example", "10.0.0.1/x"} {
+		if _, err := ParseTrustedProxies(bad); err == nil {
+			t.Errorf("ParseTrustedProxies(%q) accepted it", bad)
+		}
+	}
+}
+
+// Behind a trusted proxy, two clients get a bucket each.
+func TestRateLimitBehindProxy(t *testing.T) {
+	t.Parallel()
+	proxies, err := ParseTrustedProxies("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newSourceLimiter(0.01, 1, proxies)
+	from := func(client string) *http.Request {
+		req := httptest.NewRequest(http.MethodPost, "/", nil)
+		req.RemoteAddr = "10.0.0.2:443"
+		req.Header.Set("X-Forwarded-For", client)
+		return req
+	}
+	if ok, _ := l.allow("r", from("198.51.100.1")); !ok {
+		t.Fatal("first client refused")
+	}
+	if ok, _ := l.allow("r", from("198.51.100.2")); !ok {
+		t.Fatal("second client shares the first one's bucket")
+	}
+	if ok, _ := l.allow("r", from("198.51.100.1")); ok {
+		t.Fatal("first client not limited")
+	}
+}
+
+func FuzzClientAddr(f *testing.F) {
+	proxies, err := ParseTrustedProxies("10.0.0.0/8")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("10.0.0.1:80", "198.51.100.1, 10.0.0.3")
+	f.Add("203.0.113.9:1", ",,,")
+	f.Add("[::1]:5", "")
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		req := httptest.NewRequest(http.MethodPost, "/", nil)
+		req.RemoteAddr = remote
+		req.Header.Set("X-Forwarded-For", xff)
+		got := clientAddr(req, proxies)
+		host, _, err := net.SplitHostPort(remote)
+		if err != nil {
+			host = remote
+		}
+		// A peer that is not a trusted proxy is always its own key.
+		if !trusted(host, proxies) && got != host {
+			t.Fatalf("untrusted peer %q keyed as %q", remote, got)
+		}
+	})
 }

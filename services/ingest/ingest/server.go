@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"net/netip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,12 @@ type Config struct {
 	// default to DefaultRateLimit.
 	RateLimit float64
 	RateBurst int
+	// TrustedProxies are the addresses of reverse proxies (an ingress, a
+	// load balancer) in front of ingest. For a request from one of them the
+	// rate limit keys on the client address in X-Forwarded-For: the
+	// rightmost entry that is not itself a trusted proxy. Requests from
+	// anywhere else key on their own address, whatever they claim.
+	TrustedProxies []netip.Prefix
 	// IgnoreRepositories are path.Match patterns ("customs/*") of
 	// repositories whose pushes are answered "ignored" instead of
 	// published, e.g. a repository that holds a vulnerability DB mirror.
@@ -108,7 +115,7 @@ func NewServer(cfg Config, pub Publisher, receivers ...Receiver) (*Server, error
 	}
 	s := &Server{
 		cfg: cfg, publisher: pub, mux: http.NewServeMux(),
-		limiter:     newSourceLimiter(cfg.RateLimit, cfg.RateBurst),
+		limiter:     newSourceLimiter(cfg.RateLimit, cfg.RateBurst, cfg.TrustedProxies),
 		secretPaths: map[string]bool{},
 	}
 	seen := map[string]bool{}

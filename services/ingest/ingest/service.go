@@ -71,6 +71,9 @@ type ServiceConfig struct {
 	// RateLimit (requests/s) and RateBurst per source; see Config.
 	RateLimit float64
 	RateBurst int
+	// TrustedProxies lists the reverse proxies in front of ingest (CIDR
+	// prefixes or addresses, comma-separated); see Config.TrustedProxies.
+	TrustedProxies string
 }
 
 // RegisterFlags adds the ingest flags, each defaulting to its environment
@@ -111,6 +114,7 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 
 	fs.Float64Var(&c.RateLimit, "ingest-rate-limit", envFloat("CUSTOMS_INGEST_RATE_LIMIT", DefaultRateLimit), "sustained webhook requests per second allowed per source (receiver and client address); 0 turns limiting off (env CUSTOMS_INGEST_RATE_LIMIT)")
 	fs.IntVar(&c.RateBurst, "ingest-rate-burst", lifecycle.EnvInt("CUSTOMS_INGEST_RATE_BURST", DefaultRateBurst), "webhook requests allowed at once per source (env CUSTOMS_INGEST_RATE_BURST)")
+	fs.StringVar(&c.TrustedProxies, "ingest-trusted-proxies", lifecycle.EnvOr("CUSTOMS_INGEST_TRUSTED_PROXIES", ""), `reverse proxies in front of ingest, e.g. "10.0.0.0/8": requests from them are rate limited by the client in X-Forwarded-For (env CUSTOMS_INGEST_TRUSTED_PROXIES)`)
 }
 
 func envFloat(name string, def float64) float64 {
@@ -159,6 +163,10 @@ func NewService(cfg ServiceConfig, pub Publisher, ready func(context.Context) er
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	names := make([]string, 0, len(receivers))
 	for _, rc := range receivers {
 		if _, ok := rc.(PathSecretReceiver); ok && res == nil {
@@ -170,7 +178,7 @@ func NewService(cfg ServiceConfig, pub Publisher, ready func(context.Context) er
 	return NewServer(Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, Ready: ready, Logger: log, Resolver: res,
 		IgnoreRepositories: splitPatterns(cfg.IgnoreRepositories),
-		RateLimit:          cfg.RateLimit, RateBurst: cfg.RateBurst,
+		RateLimit:          cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxies: proxies,
 	}, pub, receivers...)
 }
 
