@@ -167,13 +167,13 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 		return err
 	}
 	// Zot can publish its events straight to this NATS (off unless
-	// CUSTOMS_ZOT_NATS_SUBJECT is set).
-	zotSub, err := ingest.StartZotNATS(cfg.ingest, nc.NC, ingestPub, log.With("service", "ingest"))
+	// CUSTOMS_ZOT_NATS_SUBJECT is set); a stream keeps them for us.
+	zot, err := ingest.StartZotNATS(ctx, cfg.ingest, nc.JS, cfg.common.Streams.Replicas, ingestPub, log.With("service", "ingest"))
 	if err != nil {
 		return err
 	}
-	if zotSub != nil {
-		defer func() { _ = zotSub.Drain() }()
+	if zot != nil {
+		defer zot.Stop()
 	}
 	grpcOpts, err := cfg.grpcSecurity.ServerOptions()
 	if err != nil {

@@ -36,13 +36,13 @@ func run() error {
 		return err
 	}
 	// Zot can publish its events straight to NATS (off unless
-	// CUSTOMS_ZOT_NATS_SUBJECT is set).
-	zotSub, err := ingest.StartZotNATS(cfg, rt.NATS.NC, pub, rt.Log)
+	// CUSTOMS_ZOT_NATS_SUBJECT is set); a stream keeps them for us.
+	zot, err := ingest.StartZotNATS(rt.Ctx, cfg, rt.NATS.JS, common.Streams.Replicas, pub, rt.Log)
 	if err != nil {
 		return err
 	}
-	if zotSub != nil {
-		defer func() { _ = zotSub.Drain() }()
+	if zot != nil {
+		defer zot.Stop()
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

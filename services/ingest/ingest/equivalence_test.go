@@ -359,3 +359,60 @@ func TestZotNATSPath(t *testing.T) {
 		}
 	})
 }
+
+// TestZotNATSDurable: what Zot publishes while ingest is down is kept by
+// the ZOT_EVENTS stream and stored once ingest is back; a malformed event
+// is terminated, and the stream ends empty.
+func TestZotNATSDurable(t *testing.T) {
+	t.Parallel()
+	nc := testkit.NATS(t)
+	ctx := context.Background()
+	z, err := NewZotNATS(ZotNATSConfig{Subject: "zot.durable", RegistryHost: "zot.example.com:5000"}, backbone.NewPublisher(nc.JS), nil, testkit.Logger(t))
+	must(t, err)
+	// First start creates the stream; then ingest goes down.
+	cc, err := z.Consume(ctx, nc.JS, 1)
+	must(t, err)
+	cc.Stop()
+
+	h := nats.Header{}
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "zot-durable-1", "ce-source": "zotregistry.dev", "ce-type": ZotImageUpdated, "content-type": "application/json"} {
+		h[k] = []string{v}
+	}
+	good := fixture(t, "zot/image_updated_data.json")
+	for _, m := range []*nats.Msg{
+		{Subject: "zot.durable", Header: h, Data: good},
+		{Subject: "zot.durable", Data: fixture(t, "zot/no_digest.json")},
+		{Subject: "zot.durable", Header: h, Data: good}, // Zot sending the same event twice
+	} {
+		must(t, nc.NC.PublishMsg(m))
+	}
+	must(t, nc.NC.Flush())
+	zotMsgs := func() uint64 {
+		st, err := nc.JS.Stream(ctx, ZotNATSStream)
+		must(t, err)
+		info, err := st.Info(ctx)
+		must(t, err)
+		return info.State.Msgs
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for zotMsgs() != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ZOT_EVENTS holds %d events while ingest is down, want 3", zotMsgs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := streamMsgs(t, nc.JS); n != 0 {
+		t.Fatalf("%d artifact events before ingest is back", n)
+	}
+
+	cc, err = z.Consume(ctx, nc.JS, 1)
+	must(t, err)
+	t.Cleanup(cc.Stop)
+	deadline = time.Now().Add(30 * time.Second)
+	for zotMsgs() != 0 || streamMsgs(t, nc.JS) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after ingest came back: ZOT_EVENTS %d, ARTIFACTS %d; want 0 and 1", zotMsgs(), streamMsgs(t, nc.JS))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

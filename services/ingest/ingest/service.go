@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/registries"
@@ -251,10 +251,10 @@ func (c ServiceConfig) receivers() ([]Receiver, error) {
 	return out, nil
 }
 
-// StartZotNATS subscribes to the subject Zot's NATS sink publishes to, when
-// CUSTOMS_ZOT_NATS_SUBJECT is set. It returns a nil subscription when the
-// path is off. Unsubscribe or drain the subscription to stop it.
-func StartZotNATS(cfg ServiceConfig, nc *nats.Conn, pub Publisher, log *slog.Logger) (*nats.Subscription, error) {
+// StartZotNATS starts the durable Zot NATS path (see ZotNATS.Consume) when
+// CUSTOMS_ZOT_NATS_SUBJECT is set, with the stream's replicas. It returns a
+// nil ConsumeContext when the path is off; Stop it to stop consuming.
+func StartZotNATS(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, replicas int, pub Publisher, log *slog.Logger) (jetstream.ConsumeContext, error) {
 	if cfg.ZotNATSSubject == "" {
 		return nil, nil
 	}
@@ -266,7 +266,7 @@ func StartZotNATS(cfg ServiceConfig, nc *nats.Conn, pub Publisher, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	return z.Subscribe(nc)
+	return z.Consume(ctx, js, replicas)
 }
 
 func splitPatterns(s string) []string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ZotNATSQueue is the queue group of the Zot NATS subscription, so that
@@ -26,10 +27,12 @@ type ZotNATSConfig struct {
 	RegistryHost string
 }
 
-// ZotNATS turns Zot CloudEvents received on a core NATS subject into
-// artifact.pushed events. Zot publishes with core NATS (at most once), so
-// there is no retry to rely on: a malformed event is logged and dropped, a
-// publish failure is logged with the digest so it can be re-sent.
+// ZotNATS turns Zot CloudEvents received on a NATS subject into
+// artifact.pushed events. Zot publishes with core NATS (at most once).
+// Consume makes that durable: a JetStream stream captures the subject, so
+// the NATS server keeps every event Zot publishes, also while ingest is
+// down, until ingest has stored it. Subscribe is the plain subscription:
+// what arrives while no ingest listens is lost.
 type ZotNATS struct {
 	parser  zotParser
 	subject string
@@ -78,8 +81,73 @@ func (z *ZotNATS) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 	return sub, nil
 }
 
+// Stream and durable consumer of the durable Zot path.
+const (
+	ZotNATSStream   = "ZOT_EVENTS"
+	ZotNATSConsumer = "ingest-zot"
+)
+
+// zotMaxAge bounds how long an unhandled Zot event is kept.
+const zotMaxAge = 7 * 24 * time.Hour
+
+// Consume creates (or updates) the ZOT_EVENTS stream on the sink's subject
+// and handles its messages with the durable consumer ingest-zot, shared by
+// every ingest replica. A message is acknowledged once its pushes are
+// stored; a malformed or refused one is terminated and logged; when NATS or
+// the registry is unavailable it is redelivered with backoff. Stop the
+// returned context to stop consuming.
+func (z *ZotNATS) Consume(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.ConsumeContext, error) {
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ZotNATSStream,
+		Description: "Zot registry events from its NATS sink, kept until ingest has stored them",
+		Subjects:    []string{z.subject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      zotMaxAge,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zot nats: stream %s on %s (the subject must not overlap another stream's): %w", ZotNATSStream, z.subject, err)
+	}
+	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:    ZotNATSConsumer,
+		AckPolicy:  jetstream.AckExplicitPolicy,
+		AckWait:    z.timeout + 20*time.Second,
+		MaxDeliver: 20,
+		BackOff:    backoff,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zot nats: consumer %s: %w", ZotNATSConsumer, err)
+	}
+	return cons.Consume(func(m jetstream.Msg) {
+		msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+		_, err := z.Handle(ctx, msg)
+		var retry retryableError
+		switch {
+		case err == nil:
+			_ = m.Ack()
+		case errors.As(err, &retry):
+			delay := backoff[0]
+			if meta, mErr := m.Metadata(); mErr == nil {
+				delay = backoff[min(int(meta.NumDelivered)-1, len(backoff)-1)]
+			}
+			_ = m.NakWithDelay(delay)
+		default:
+			_ = m.TermWithReason(err.Error())
+		}
+	}, jetstream.PullExpiry(5*time.Second))
+}
+
+// retryableError marks a failure that may pass later: NATS or the
+// registry was unavailable.
+type retryableError struct{ err error }
+
+func (e retryableError) Error() string { return e.err.Error() }
+func (e retryableError) Unwrap() error { return e.err }
+
 // Handle processes one message: parse, resolve, publish and wait for the
-// JetStream ack.
+// JetStream ack. An error that may pass on a retry is a retryableError.
 func (z *ZotNATS) Handle(ctx context.Context, m *nats.Msg) (Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, z.timeout)
 	defer cancel()
@@ -91,6 +159,10 @@ func (z *ZotNATS) Handle(ctx context.Context, m *nats.Msg) (Response, error) {
 	if err == nil {
 		parsed, err = resolvePushes(ctx, z.res, parsed)
 	}
+	if errors.Is(err, ErrRegistryUnavailable) {
+		z.log.Warn("zot event not resolved yet; the registry is unavailable", "error", err)
+		return Response{}, retryableError{err}
+	}
 	if err != nil {
 		z.log.Warn("zot event rejected", "error", err)
 		return Response{}, err
@@ -100,7 +172,7 @@ func (z *ZotNATS) Handle(ctx context.Context, m *nats.Msg) (Response, error) {
 		for _, p := range parsed.Pushes {
 			z.log.Error("zot event not stored", "digest", p.Artifact.GetDigest(), "repository", p.Artifact.GetRepository(), "error", err)
 		}
-		return Response{}, err
+		return Response{}, retryableError{err}
 	}
 	for _, ig := range resp.Ignored {
 		z.log.Debug("zot event ignored", "id", ig.EventID, "reason", ig.Reason)
