@@ -63,8 +63,12 @@ check-generate: generate ## fail if generated code is out of date
 	@git diff --exit-code -- gen/ || { echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen/)" || { echo "make generate created untracked files:"; git status --porcelain -- gen/; exit 1; }
 
+.PHONY: fmt-check
+fmt-check: ## fail if any Go file is not gofmt-formatted
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "not gofmt-formatted (run gofmt -w):"; echo "$$out"; exit 1; }
+
 .PHONY: lint
-lint: tools ## buf lint and go vet
+lint: tools fmt-check ## buf lint, gofmt and go vet
 	$(BUF) lint
 	$(MAKE) vet
 

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"net/netip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"path"
 	"regexp"
 	"strconv"

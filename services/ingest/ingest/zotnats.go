@@ -97,17 +97,9 @@ const zotMaxAge = 7 * 24 * time.Hour
 // the registry is unavailable it is redelivered with backoff. Stop the
 // returned context to stop consuming.
 func (z *ZotNATS) Consume(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.ConsumeContext, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        ZotNATSStream,
-		Description: "Zot registry events from its NATS sink, kept until ingest has stored them",
-		Subjects:    []string{z.subject},
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		Retention:   jetstream.WorkQueuePolicy,
-		MaxAge:      zotMaxAge,
-	})
+	stream, err := z.EnsureStream(ctx, js, replicas)
 	if err != nil {
-		return nil, fmt.Errorf("zot nats: stream %s on %s (the subject must not overlap another stream's): %w", ZotNATSStream, z.subject, err)
+		return nil, err
 	}
 	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
@@ -137,6 +129,25 @@ func (z *ZotNATS) Consume(ctx context.Context, js jetstream.JetStream, replicas 
 			_ = m.TermWithReason(err.Error())
 		}
 	}, jetstream.PullExpiry(5*time.Second))
+}
+
+// EnsureStream creates or updates ZOT_EVENTS on the sink's subject. From
+// then on the NATS server keeps what Zot publishes, whether or not an
+// ingest consumes.
+func (z *ZotNATS) EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ZotNATSStream,
+		Description: "Zot registry events from its NATS sink, kept until ingest has stored them",
+		Subjects:    []string{z.subject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      zotMaxAge,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zot nats: stream %s on %s (the subject must not overlap another stream's): %w", ZotNATSStream, z.subject, err)
+	}
+	return stream, nil
 }
 
 // retryableError marks a failure that may pass later: NATS or the
