@@ -15,7 +15,9 @@ SERVICES  := ingest query signer promotion customs customsctl
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+GOLANGCI_LINT_VERSION      := v2.15.0
 BUF := $(BIN)/buf
+GOLANGCI_LINT := $(BIN)/golangci-lint
 
 .DEFAULT_GOAL := help
 
@@ -67,10 +69,18 @@ check-generate: generate ## fail if generated code is out of date
 fmt-check: ## fail if any Go file is not gofmt-formatted
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "not gofmt-formatted (run gofmt -w):"; echo "$$out"; exit 1; }
 
+$(GOLANGCI_LINT):
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yaml) on every module
+	@set -e; for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yaml ./...); done
+
 .PHONY: lint
-lint: tools fmt-check ## buf lint, gofmt and go vet
+lint: tools fmt-check ## buf lint, gofmt, go vet and golangci-lint
 	$(BUF) lint
 	$(MAKE) vet
+	$(MAKE) golangci-lint
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)

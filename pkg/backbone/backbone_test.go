@@ -143,7 +143,7 @@ func TestHandlerOutcomes(t *testing.T) {
 			var calls atomic.Int32
 			var mu sync.Mutex
 			var corr []string
-			runConsumer(t, conn.JS, backbone.ConsumerConfig{MaxDeliver: tt.maxDeliver}, func(ctx context.Context, evt *customsv1.Event) error {
+			runConsumer(t, conn.JS, backbone.ConsumerConfig{MaxDeliver: tt.maxDeliver}, func(ctx context.Context, _ *customsv1.Event) error {
 				info, _ := backbone.Info(ctx)
 				mu.Lock()
 				corr = append(corr, info.Header.Get(backbone.HeaderCorrelationID))

@@ -110,7 +110,7 @@ func (c *ConsumerConfig) Backoff(numDelivered uint64) time.Duration {
 	}
 	d = min(d, c.BackoffMax)
 	// Up to 20% jitter spreads retries from many workers.
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+	return d - time.Duration(rand.Int64N(int64(d)/5+1)) //nolint:gosec // jitter needs no cryptographic randomness
 }
 
 // Consumer runs a Handler on a durable pull consumer.

@@ -95,7 +95,7 @@ func TestPushEventToRealIngest(t *testing.T) {
 func TestPushEventErrors(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
-	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if calls.Add(1) == 1 {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -170,7 +170,7 @@ func decodeStrictKnown(body []byte, v any) error {
 	dec := newStrictDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: trailing data after the JSON body", ErrMalformed)

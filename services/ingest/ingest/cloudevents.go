@@ -165,7 +165,7 @@ func parseStructuredCloudEvent(body []byte) (CloudEvent, error) {
 			return CloudEvent{}, fmt.Errorf("%w: data_base64 must be a string", ErrMalformed)
 		}
 		if ce.Data, err = base64.StdEncoding.DecodeString(b64); err != nil {
-			return CloudEvent{}, fmt.Errorf("%w: data_base64: %v", ErrMalformed, err)
+			return CloudEvent{}, fmt.Errorf("%w: data_base64: %w", ErrMalformed, err)
 		}
 	case raw["data"] != nil:
 		ce.Data = raw["data"]
@@ -213,7 +213,7 @@ func (ce CloudEvent) dataJSON(v any) error {
 		return fmt.Errorf("%w: %s event %q has no data", ErrMalformed, ce.Type, ce.ID)
 	}
 	if err := json.Unmarshal(ce.Data, v); err != nil {
-		return fmt.Errorf("%w: %s event %q data: %v", ErrMalformed, ce.Type, ce.ID, err)
+		return fmt.Errorf("%w: %s event %q data: %w", ErrMalformed, ce.Type, ce.ID, err)
 	}
 	return nil
 }
@@ -297,7 +297,7 @@ func parseCustomsPushed(ce CloudEvent) (Push, error) {
 	if d.Reference != "" {
 		ref, err := artifactref.Parse(d.Reference)
 		if err != nil {
-			return Push{}, fmt.Errorf("%w: reference: %v", ErrMalformed, err)
+			return Push{}, fmt.Errorf("%w: reference: %w", ErrMalformed, err)
 		}
 		if ref.Registry == "" {
 			return Push{}, fmt.Errorf("%w: reference %q has no registry host", ErrMalformed, d.Reference)
@@ -315,7 +315,7 @@ func parseCustomsPushed(ce CloudEvent) (Push, error) {
 	}
 	a, err := artifact(host, repo, digest, d.MediaType, tag)
 	if err != nil {
-		return Push{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Push{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if d.MediaType != "" && !IsManifestMediaType(d.MediaType) {
 		return Push{}, fmt.Errorf("%w: media type %q is not an image manifest or index", ErrMalformed, d.MediaType)

@@ -131,7 +131,7 @@ func ParseDistributionEnvelope(body []byte, registryHost string) (Parsed, error)
 	var env distributionEnvelope
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&env); err != nil {
-		return Parsed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Parsed{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if dec.More() {
 		return Parsed{}, fmt.Errorf("%w: trailing data after the envelope", ErrMalformed)
@@ -151,7 +151,7 @@ func ParseDistributionEnvelope(body []byte, registryHost string) (Parsed, error)
 		}
 		push, err := distributionPush(ev, registryHost)
 		if err != nil {
-			return Parsed{}, fmt.Errorf("%w: events[%d]: %v", ErrMalformed, i, err)
+			return Parsed{}, fmt.Errorf("%w: events[%d]: %w", ErrMalformed, i, err)
 		}
 		out.Pushes = append(out.Pushes, push)
 	}

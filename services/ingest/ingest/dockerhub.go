@@ -100,7 +100,7 @@ func parseDockerHub(body []byte, host string) (Parsed, error) {
 	}
 	a, err := artifact(host, repo, "", "", ev.PushData.Tag)
 	if err != nil {
-		return Parsed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Parsed{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	// No event id and no digest: the dedup id is the hash of the push once
 	// the tag is resolved.

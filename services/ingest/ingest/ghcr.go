@@ -103,7 +103,7 @@ func (g *GHCR) Parse(r *http.Request, body []byte) (Parsed, error) {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
-			return Parsed{}, fmt.Errorf("%w: form body: %v", ErrMalformed, err)
+			return Parsed{}, fmt.Errorf("%w: form body: %w", ErrMalformed, err)
 		}
 		body = []byte(form.Get("payload"))
 	}
@@ -147,7 +147,7 @@ func parseGHCR(body []byte, delivery string) (Parsed, error) {
 	}
 	host, repo, err := splitImageURL(pv.PackageURL)
 	if err != nil {
-		return Parsed{}, fmt.Errorf("%w: package_url: %v", ErrMalformed, err)
+		return Parsed{}, fmt.Errorf("%w: package_url: %w", ErrMalformed, err)
 	}
 	// GitHub keeps owner names' case in URLs; image names are lower case.
 	repo = strings.ToLower(repo)
@@ -157,7 +157,7 @@ func parseGHCR(body []byte, delivery string) (Parsed, error) {
 	}
 	a, err := artifact(host, repo, digest, mediaType, cm.Tag.Name)
 	if err != nil {
-		return Parsed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Parsed{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if a.GetDigest() == "" {
 		return Parsed{}, fmt.Errorf("%w: no container_metadata.tag.digest", ErrMalformed)

@@ -139,7 +139,7 @@ func harborPushes(d harborEventData, registryHost string) ([]Push, error) {
 		}
 		host, urlRepo, err := splitImageURL(res.ResourceURL)
 		if err != nil {
-			return nil, fmt.Errorf("%w: resources[%d].resource_url: %v", ErrMalformed, i, err)
+			return nil, fmt.Errorf("%w: resources[%d].resource_url: %w", ErrMalformed, i, err)
 		}
 		if repo == "" {
 			repo = urlRepo
@@ -149,7 +149,7 @@ func harborPushes(d harborEventData, registryHost string) ([]Push, error) {
 		}
 		a, err := artifact(host, repo, res.Digest, "", res.Tag)
 		if err != nil {
-			return nil, fmt.Errorf("%w: resources[%d]: %v", ErrMalformed, i, err)
+			return nil, fmt.Errorf("%w: resources[%d]: %w", ErrMalformed, i, err)
 		}
 		pushes = append(pushes, Push{Artifact: a})
 	}

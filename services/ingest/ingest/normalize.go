@@ -83,7 +83,7 @@ func newStrictDecoder(body []byte) *json.Decoder {
 func decodeStrict(body []byte, v any) error {
 	dec := newStrictDecoder(body)
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: trailing data after the JSON body", ErrMalformed)

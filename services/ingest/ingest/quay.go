@@ -74,7 +74,7 @@ func parseQuay(body []byte, registryHost string) (Parsed, error) {
 	}
 	host, repo, err := splitImageURL(ev.DockerURL)
 	if err != nil {
-		return Parsed{}, fmt.Errorf("%w: docker_url: %v", ErrMalformed, err)
+		return Parsed{}, fmt.Errorf("%w: docker_url: %w", ErrMalformed, err)
 	}
 	if registryHost != "" {
 		host = registryHost
@@ -93,7 +93,7 @@ func parseQuay(body []byte, registryHost string) (Parsed, error) {
 		}
 		a, err := artifact(host, repo, "", "", tag)
 		if err != nil {
-			return Parsed{}, fmt.Errorf("%w: updated_tags[%d]: %v", ErrMalformed, i, err)
+			return Parsed{}, fmt.Errorf("%w: updated_tags[%d]: %w", ErrMalformed, i, err)
 		}
 		pushes = append(pushes, Push{Artifact: a, OccurredAt: at})
 	}

@@ -48,13 +48,13 @@ func (rr *RegistryResolver) Resolve(ctx context.Context, a *customsv1.ArtifactRe
 	n, reg, err := rr.Allow.Reference(ref)
 	if err != nil {
 		if errors.Is(err, registries.ErrNotAllowed) {
-			return Resolved{}, fmt.Errorf("%w: %v", ErrRegistryNotAllowed, err)
+			return Resolved{}, fmt.Errorf("%w: %w", ErrRegistryNotAllowed, err)
 		}
-		return Resolved{}, fmt.Errorf("%w: %v", ErrUnresolvable, err)
+		return Resolved{}, fmt.Errorf("%w: %w", ErrUnresolvable, err)
 	}
 	opts, err := rr.Allow.RemoteOptions(reg)
 	if err != nil {
-		return Resolved{}, fmt.Errorf("%w: %s: %v", ErrRegistryUnavailable, reg.Host, err)
+		return Resolved{}, fmt.Errorf("%w: %s: %w", ErrRegistryUnavailable, reg.Host, err)
 	}
 	opts = append(opts, remote.WithContext(ctx))
 	desc, err := remote.Head(n, opts...)
@@ -68,7 +68,7 @@ func (rr *RegistryResolver) Resolve(ctx context.Context, a *customsv1.ArtifactRe
 		if isNotFound(err) {
 			return Resolved{}, fmt.Errorf("%w: %s", ErrUnresolvable, ref)
 		}
-		return Resolved{}, fmt.Errorf("%w: %s: %v", ErrRegistryUnavailable, ref, err)
+		return Resolved{}, fmt.Errorf("%w: %s: %w", ErrRegistryUnavailable, ref, err)
 	}
 	return Resolved{Digest: desc.Digest.String(), MediaType: string(desc.MediaType), Size: desc.Size}, nil
 }

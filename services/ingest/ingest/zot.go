@@ -100,7 +100,7 @@ func (z zotParser) parse(h http.Header, body []byte) (Parsed, error) {
 	// reference is the tag, or the digest for a push by digest.
 	a, err := artifact(z.host, d.Name, d.Digest, d.MediaType, d.Reference)
 	if err != nil {
-		return Parsed{}, fmt.Errorf("%w: Zot event %q: %v", ErrMalformed, ce.ID, err)
+		return Parsed{}, fmt.Errorf("%w: Zot event %q: %w", ErrMalformed, ce.ID, err)
 	}
 	return Parsed{Pushes: []Push{{
 		Artifact:      a,

@@ -14,7 +14,7 @@ func (s *Service) PromoteWithoutCopy(ctx context.Context, digest, env string) er
 	p := s.promoter
 	a, err := p.st.artifact(ctx, digest)
 	if err != nil || a == nil {
-		return fmt.Errorf("artifact %s: %v", digest, err)
+		return fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	req := request{Digest: digest, Environment: env, Actor: "bench", Reason: "bench"}
 	src, m, ok := p.selectTarget(a, req)

@@ -171,7 +171,7 @@ func update[T any](ctx context.Context, s *store, key string, fn func(v *T, exis
 		if err == nil {
 			return nil
 		}
-		if attempt >= 3 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+		if attempt >= 3 || (!errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err)) {
 			return err
 		}
 	}

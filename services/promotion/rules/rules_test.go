@@ -270,7 +270,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(sampleRules))
 	f.Add([]byte("rules: []"))
 	f.Add([]byte("rules:\n- id: a\n  source: '*'\n  tag_policy: {patterns: ['(a|b']}\n  targets: []"))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Fuzz(func(_ *testing.T, b []byte) {
 		rf, err := Parse(b)
 		if err != nil {
 			return

@@ -29,7 +29,7 @@ func Summarize(rep types.Report, db DBInfo, scannerVersion string, scannedAt tim
 	for _, res := range rep.Results {
 		pkgs += len(res.Packages)
 		for _, v := range res.Vulnerabilities {
-			sev := severity(v.Severity)
+			sev := severity(v.Severity) //nolint:staticcheck // the "Severity" of `trivy image --format json`; parity with the CLI needs it
 			switch sev {
 			case customsv1.Severity_SEVERITY_CRITICAL:
 				counts.Critical++

@@ -24,7 +24,7 @@ import (
 func vuln(id, pkg, installed, fixed, sev, title string) types.DetectedVulnerability {
 	return types.DetectedVulnerability{
 		VulnerabilityID: id, PkgName: pkg, InstalledVersion: installed, FixedVersion: fixed,
-		Vulnerability: dbtypes.Vulnerability{Severity: sev, Title: title},
+		Vulnerability: dbtypes.Vulnerability{Severity: sev, Title: title}, //nolint:staticcheck // what Trivy fills in for the CLI's "Severity"
 	}
 }
 

@@ -174,9 +174,9 @@ func TestScanFailuresPublishReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	real := e.push(e.registry, img, "fixtures/alpine", "v1")
+	alpine := e.push(e.registry, img, "fixtures/alpine", "v1")
 	missing := &customsv1.ArtifactRef{Registry: e.registry, Repository: "fixtures/alpine", Digest: "sha256:" + strings.Repeat("ab", 32), Tag: "gone"}
-	offList := &customsv1.ArtifactRef{Registry: "169.254.169.254", Repository: "latest/meta-data", Digest: real.GetDigest()}
+	offList := &customsv1.ArtifactRef{Registry: "169.254.169.254", Repository: "latest/meta-data", Digest: alpine.GetDigest()}
 	notImage := &customsv1.ArtifactRef{Registry: e.registry, Repository: "customs/trivy-db", Digest: e.dbDigest.String(), Tag: "2"}
 
 	tests := []struct {
@@ -230,10 +230,10 @@ func TestTwoWorkersScanEveryArtifactOnce(t *testing.T) {
 	a, _ := e.start(e.config(), jsA, testkit.Logger(t).With("worker", "a"))
 	b, _ := e.start(e.config(), jsB, testkit.Logger(t).With("worker", "b"))
 
-	got := e.results(n, 2*time.Minute)
-	// Let any double scan surface before counting.
+	// Wait for every result, then let any double scan surface before counting.
+	e.results(n, 2*time.Minute)
 	time.Sleep(500 * time.Millisecond)
-	got = e.results(n, time.Second)
+	got := e.results(n, time.Second)
 	if len(got) != n {
 		t.Errorf("stream has %d results for %d artifacts", len(got), n)
 	}

@@ -89,7 +89,7 @@ func Publish(ctx context.Context, registryHost, repo string, opts ...Option) (re
 	if err != nil {
 		return "", v1.Hash{}, fmt.Errorf("publish DB: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	if _, err := Build(dir, o.advisories); err != nil {
 		return "", v1.Hash{}, err
 	}

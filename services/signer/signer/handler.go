@@ -245,7 +245,7 @@ type stripedLocks [64]sync.Mutex
 
 func (l *stripedLocks) lock(key string) func() {
 	h := fnv.New32a()
-	h.Write([]byte(key))
+	_, _ = h.Write([]byte(key)) // hash.Hash writes never fail
 	m := &l[h.Sum32()%uint32(len(l))]
 	m.Lock()
 	return m.Unlock

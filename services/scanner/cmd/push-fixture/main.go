@@ -71,7 +71,7 @@ func goImage() (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	bin, err := fixtures.GoBinary(context.Background(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("build the Go fixture binary: %w", err)

@@ -101,7 +101,7 @@ func run(total, concurrency, rate int, rateFor time.Duration, gets, getClients i
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
+		defer func() { _ = os.RemoveAll(tmp) }()
 		dir = tmp
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -213,6 +213,7 @@ func rawPublish(ctx context.Context, js jetstream.JetStream, pub *backbone.Publi
 }
 
 func runNatsBench(ctx context.Context, bin, url string, total, concurrency int) (string, error) {
+	//nolint:gosec // bin is the natscli the operator named with -nats-bench
 	cmd := exec.CommandContext(ctx, bin, "--server", url, "bench", "js", "pub", "sync", "natsbench.pub",
 		"--msgs", strconv.Itoa(total), "--size", "512", "--clients", strconv.Itoa(concurrency),
 		"--create", "--purge", "--storage", "file", "--dedup", "--no-progress")
@@ -249,7 +250,7 @@ func send(ctx context.Context, client *http.Client, url string, body []byte) (ti
 		return 0, err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	d := time.Since(start)
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("webhook answered %d", resp.StatusCode)
@@ -356,7 +357,7 @@ func getArtifact(ctx context.Context, conn *backbone.Conn, calls, clients int, l
 	if err != nil {
 		return nil, 0, err
 	}
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	client := customsv1.NewArtifactServiceClient(cc)
 	lat := make([]time.Duration, calls)
 	var next atomic.Int64
@@ -455,7 +456,7 @@ func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, l
 	if err != nil {
 		return nil, err
 	}
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	client := customsv1.NewArtifactServiceClient(cc)
 	ready := func(resp *customsv1.GetEnvironmentResponse) bool {
 		ds := resp.GetEnvironment().GetDeployments()
@@ -468,7 +469,7 @@ func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, l
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("environment never reached %d scanned and signed applications: %v", apps, err)
+			return nil, fmt.Errorf("environment never reached %d scanned and signed applications: %w", apps, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -487,6 +488,7 @@ func getEnvironment(ctx context.Context, conn *backbone.Conn, apps, calls int, l
 		for _, decode := range []bool{false, true} {
 			// The caller runs in its own process, as a real client does: its
 			// decoding of the large response must not load this process's heap.
+			//nolint:gosec // self is this benchmark's own executable
 			out, err := exec.CommandContext(ctx, self, "-env-client", ln.Addr().String(), "-gets", strconv.Itoa(calls),
 				"-env-view", strconv.Itoa(int(view)), "-env-decode="+strconv.FormatBool(decode)).Output()
 			if err != nil {
@@ -521,7 +523,7 @@ func runEnvClient(addr string, calls int, view customsv1.EnvironmentView, decode
 	if err != nil {
 		return err
 	}
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	client := customsv1.NewArtifactServiceClient(cc)
 	ctx := context.Background()
 	req := &customsv1.GetEnvironmentRequest{Name: "bench-prod", View: view}
