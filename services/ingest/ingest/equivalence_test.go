@@ -279,7 +279,16 @@ func TestRegistryResolver(t *testing.T) {
 		})
 	}
 
-	// Through the server: a refused resolution publishes nothing.
+	// Through the server: a refused resolution publishes nothing. The
+	// registry's own notification of the push above arrives on its own
+	// schedule; count from after it.
+	deadline := time.Now().Add(10 * time.Second)
+	for streamMsgs(t, s.nc.JS) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the registry's notification of the push never arrived")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	before := streamMsgs(t, s.nc.JS)
 	hub := `{"push_data":{"pushed_at":1,"pusher":"bot","tag":"nope"},"repository":{"repo_name":"team/resolve"}}`
 	if code := s.post(t, "/webhooks/dockerhub/"+eqHubSecret, []byte(hub), hdr("Content-Type", "application/json")); code != http.StatusUnprocessableEntity {
