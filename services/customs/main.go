@@ -29,6 +29,7 @@ import (
 	"github.com/customs-dev/customs/services/ingest/ingest"
 	"github.com/customs-dev/customs/services/promotion/promotion"
 	"github.com/customs-dev/customs/services/query/query"
+	"github.com/customs-dev/customs/services/scanner/javadb"
 	"github.com/customs-dev/customs/services/scanner/scanner"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 	"github.com/customs-dev/customs/services/signer/signer"
@@ -44,6 +45,7 @@ type config struct {
 	query            query.ServiceConfig
 	scanner          scanner.ServiceConfig
 	scannerDevDB     bool
+	scannerDevJavaDB bool
 	signer           signer.ServiceConfig
 	promotion        promotion.ServiceConfig
 	grpcSecurity     grpcserver.Config
@@ -94,7 +96,9 @@ func run() error {
 		// The development DB lives in the dev registry unless the user
 		// points the scanner at a mirror.
 		cfg.scannerDevDB = !isFlagSet(flags, "scanner-db-repository") && os.Getenv("CUSTOMS_SCANNER_DB_REPOSITORY") == ""
+		cfg.scannerDevJavaDB = !isFlagSet(flags, "scanner-java-db-repository") && os.Getenv("CUSTOMS_SCANNER_JAVA_DB_REPOSITORY") == ""
 		cfg.ingest.IgnoreRepositories = joinSpec(cfg.ingest.IgnoreRepositories, vulndb.DefaultRepository)
+		cfg.ingest.IgnoreRepositories = joinSpec(cfg.ingest.IgnoreRepositories, javadb.DefaultRepository)
 	}
 	if !isFlagSet(flags, "scanner-cache-dir") && os.Getenv("CUSTOMS_SCANNER_CACHE_DIR") == "" {
 		cfg.scanner.CacheDir = filepath.Join(cfg.dataDir, "scanner")
@@ -156,6 +160,14 @@ func serve(ctx context.Context, cfg config, nc *backbone.Conn, log *slog.Logger)
 			}
 			cfg.scanner.DBRepositories = []string{ref}
 			log.Info("development vulnerability DB published", "ref", ref, "digest", digest.String())
+		}
+		if cfg.scannerDevJavaDB {
+			ref, err := javadb.Publish(ctx, regLn.Addr().String(), javadb.DefaultRepository, nil)
+			if err != nil {
+				return fmt.Errorf("publish the development Java DB: %w", err)
+			}
+			cfg.scanner.JavaDBRepositories = []string{ref}
+			log.Info("development Java DB published", "ref", ref)
 		}
 	}
 

@@ -21,6 +21,7 @@ import (
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/testkit"
 	"github.com/customs-dev/customs/services/scanner/fixtures"
+	"github.com/customs-dev/customs/services/scanner/javadb"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 	"github.com/customs-dev/customs/services/signer/signer"
 )
@@ -168,6 +169,10 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	javaDBRef, err := javadb.Publish(context.Background(), s.registry, javadb.DefaultRepository, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	keys, _, err := signer.EnsureKeyPair(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +186,7 @@ func TestProcessPerServiceOnNATSCluster(t *testing.T) {
 	for i := range 2 {
 		port := freePort(t)
 		start(t, fmt.Sprintf("scanner-%d", i), filepath.Join(bin, "scanner"), append(slices.Clone(withRegistry),
-			"CUSTOMS_SCANNER_DB_REPOSITORY="+dbRef, "CUSTOMS_SCANNER_CACHE_DIR="+t.TempDir()),
+			"CUSTOMS_SCANNER_DB_REPOSITORY="+dbRef, "CUSTOMS_SCANNER_JAVA_DB_REPOSITORY="+javaDBRef, "CUSTOMS_SCANNER_CACHE_DIR="+t.TempDir()),
 			"--admin-listen", fmt.Sprintf("127.0.0.1:%d", port))
 		readyURLs = append(readyURLs, fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 	}

@@ -92,7 +92,7 @@ func BenchmarkTrivyCLI(b *testing.B) {
 				b.Fatal(err)
 			}
 			sr := e.push(e.registry, seed, "bench/seed", "v1")
-			if out, err := exec.Command(cli, cliArgs(cacheDir, e.dbRef, false, sr.GetRegistry()+"/"+sr.GetRepository()+"@"+sr.GetDigest())...).CombinedOutput(); err != nil {
+			if out, err := exec.Command(cli, cliArgs(cacheDir, e.dbRef, e.javaDBRef, false, sr.GetRegistry()+"/"+sr.GetRepository()+"@"+sr.GetDigest())...).CombinedOutput(); err != nil {
 				b.Fatalf("seed trivy CLI: %v\n%s", err, out)
 			}
 			var images []string
@@ -107,7 +107,7 @@ func BenchmarkTrivyCLI(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for _, image := range images {
-				if out, err := exec.Command(cli, cliArgs(cacheDir, "", true, image)...).CombinedOutput(); err != nil {
+				if out, err := exec.Command(cli, cliArgs(cacheDir, "", e.javaDBRef, true, image)...).CombinedOutput(); err != nil {
 					b.Fatalf("trivy CLI: %v\n%s", err, out)
 				}
 			}

@@ -55,11 +55,12 @@ var buildTrivy = sync.OnceValues(func() (string, error) {
 })
 
 // cliArgs runs `trivy image` fully offline except for the registry: the
-// DB comes from dbRepo (or the cache when skipUpdate), the Java DB is never
-// fetched, and only the vulnerability scanner runs.
-func cliArgs(cacheDir, dbRepo string, skipUpdate bool, image string) []string {
+// DB comes from dbRepo (or the cache when skipUpdate), the Java DB from
+// javaDBRepo (downloaded once, then fresh for three days), and only the
+// vulnerability scanner runs.
+func cliArgs(cacheDir, dbRepo, javaDBRepo string, skipUpdate bool, image string) []string {
 	args := []string{"image", "--quiet", "--format", "json", "--cache-dir", cacheDir,
-		"--scanners", "vuln", "--image-src", "remote", "--offline-scan", "--skip-java-db-update",
+		"--scanners", "vuln", "--image-src", "remote", "--offline-scan", "--java-db-repository", javaDBRepo,
 		"--skip-version-check", "--disable-telemetry"}
 	if skipUpdate {
 		args = append(args, "--skip-db-update")
@@ -110,7 +111,7 @@ func TestFindingsMatchTrivyCLI(t *testing.T) {
 			sort.Strings(lib)
 
 			image := ref.GetRegistry() + "/" + ref.GetRepository() + "@" + ref.GetDigest()
-			cmd := exec.Command(bin, cliArgs(cacheDir, e.dbRef, !first, image)...)
+			cmd := exec.Command(bin, cliArgs(cacheDir, e.dbRef, e.javaDBRef, !first, image)...)
 			cmd.Env = append(os.Environ(), "TRIVY_NO_PROGRESS=true")
 			first = false
 			out, err := cmd.Output()

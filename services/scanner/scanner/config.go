@@ -28,6 +28,11 @@ const Durable = "scanner"
 // instead (vulndb.DefaultRepository).
 const DefaultDBRepository = "mirror.gcr.io/aquasec/trivy-db:2,ghcr.io/aquasecurity/trivy-db:2"
 
+// DefaultJavaDBRepository is where Trivy downloads its Java DB from (the
+// index that names JARs); `make run` uses the project's own
+// (javadb.DefaultRepository). "none" turns JAR analysis off.
+const DefaultJavaDBRepository = "mirror.gcr.io/aquasec/trivy-java-db:1,ghcr.io/aquasecurity/trivy-java-db:1"
+
 // ServiceConfig configures the scanner.
 type ServiceConfig struct {
 	// Registries is the allow-list spec (see registries.Parse). Ignored when
@@ -57,6 +62,13 @@ type ServiceConfig struct {
 	// SkipDBUpdate uses the DB pre-seeded in CacheDir/db and never
 	// downloads.
 	SkipDBUpdate bool
+	// JavaDBRepositories are OCI references of the Trivy Java DB, tried in
+	// order (`trivy --java-db-repository`). JAR, WAR and EAR files are
+	// analyzed only with a Java DB; empty or "none" turns that off.
+	JavaDBRepositories []string
+	// JavaDBCacheDir holds the Java DB (JavaDBCacheDir/java-db); default
+	// CacheDir. It is kept for three days, as Trivy keeps it.
+	JavaDBCacheDir string
 	// CacheDir holds the DB (CacheDir/db...) and the fs layer cache.
 	CacheDir string
 	// CacheBackend is the layer cache: "fs", "memory" or "redis://...".
@@ -86,6 +98,11 @@ func (c *ServiceConfig) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	c.DBRepositories = splitList(lifecycle.EnvOr("CUSTOMS_SCANNER_DB_REPOSITORY", DefaultDBRepository))
+	fs.Func("scanner-java-db-repository", `comma-separated OCI repositories of the Trivy Java DB, tried in order; "none" turns JAR analysis off (env CUSTOMS_SCANNER_JAVA_DB_REPOSITORY, default `+DefaultJavaDBRepository+")", func(s string) error {
+		c.JavaDBRepositories = splitList(s)
+		return nil
+	})
+	c.JavaDBRepositories = splitList(lifecycle.EnvOr("CUSTOMS_SCANNER_JAVA_DB_REPOSITORY", DefaultJavaDBRepository))
 	fs.DurationVar(&c.DBUpdateInterval, "scanner-db-update-interval", c.envDuration("CUSTOMS_SCANNER_DB_UPDATE_INTERVAL", 6*time.Hour), "how often to check the DB repository for a new DB; 0 disables (env CUSTOMS_SCANNER_DB_UPDATE_INTERVAL)")
 	fs.BoolVar(&c.SkipDBUpdate, "scanner-skip-db-update", lifecycle.EnvBool("CUSTOMS_SCANNER_SKIP_DB_UPDATE", false), "use the DB pre-seeded in <cache-dir>/db and never download (env CUSTOMS_SCANNER_SKIP_DB_UPDATE)")
 	fs.StringVar(&c.CacheDir, "scanner-cache-dir", lifecycle.EnvOr("CUSTOMS_SCANNER_CACHE_DIR", defaultCacheDir()), "DB and layer cache directory (env CUSTOMS_SCANNER_CACHE_DIR)")
@@ -130,6 +147,12 @@ func (c *ServiceConfig) Validate() error {
 	case c.CacheBackend == "fs", c.CacheBackend == "memory", strings.HasPrefix(c.CacheBackend, "redis://"):
 	default:
 		return fmt.Errorf("scanner: cache backend %q: want fs, memory or redis://host:port", c.CacheBackend)
+	}
+	if len(c.JavaDBRepositories) == 1 && c.JavaDBRepositories[0] == "none" {
+		c.JavaDBRepositories = nil
+	}
+	if c.JavaDBCacheDir == "" {
+		c.JavaDBCacheDir = c.CacheDir
 	}
 	if !c.SkipDBUpdate && len(c.DBRepositories) == 0 {
 		return errors.New("scanner: a DB repository is required unless DB updates are skipped")

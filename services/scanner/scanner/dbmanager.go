@@ -20,6 +20,7 @@ import (
 	xhttp "github.com/aquasecurity/trivy/pkg/x/http"
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/customs-dev/customs/pkg/registries"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
 
@@ -42,31 +43,40 @@ type dbManager struct {
 
 func newDBManager(cfg ServiceConfig, log *slog.Logger) (*dbManager, error) {
 	m := &dbManager{cacheDir: cfg.CacheDir, skip: cfg.SkipDBUpdate, log: log}
-	for _, r := range cfg.DBRepositories {
+	var err error
+	if m.repos, m.regOpts, m.insecure, err = dbReferences(cfg.AllowList, cfg.DBRepositories); err != nil {
+		return nil, fmt.Errorf("scanner: DB repository: %w", err)
+	}
+	return m, nil
+}
+
+// dbReferences parses the references of a DB repository setting. The DB
+// repository is operator configuration, not webhook input, so it need not
+// be on the allow-list; when its registry is, that entry's options and
+// credentials apply. insecureTLS reports a registry marked insecure.
+func dbReferences(allow *registries.AllowList, repos []string) (refs []name.Reference, opts ftypes.RegistryOptions, insecureTLS bool, err error) {
+	for _, r := range repos {
 		host, _, _ := strings.Cut(r, "/")
 		var nameOpts []name.Option
-		// The DB repository is operator configuration, not webhook input,
-		// so it need not be on the allow-list; when it is, that entry's
-		// options and credentials apply.
-		if reg, err := cfg.AllowList.Lookup(host); err == nil {
+		if reg, err := allow.Lookup(host); err == nil {
 			if reg.PlainHTTP {
 				nameOpts = append(nameOpts, name.Insecure)
-				m.regOpts.Insecure = true
+				opts.Insecure = true
 			}
 			if reg.Insecure {
-				m.insecure = true
+				insecureTLS = true
 			}
 			if reg.Username != "" {
-				m.regOpts.Credentials = append(m.regOpts.Credentials, ftypes.Credential{Username: reg.Username, Password: reg.Password})
+				opts.Credentials = append(opts.Credentials, ftypes.Credential{Username: reg.Username, Password: reg.Password})
 			}
 		}
 		ref, err := name.ParseReference(r, nameOpts...)
 		if err != nil {
-			return nil, fmt.Errorf("scanner: DB repository %q: %w", r, err)
+			return nil, opts, false, fmt.Errorf("%q: %w", r, err)
 		}
-		m.repos = append(m.repos, ref)
+		refs = append(refs, ref)
 	}
-	return m, nil
+	return refs, opts, insecureTLS, nil
 }
 
 // Info returns the DB in use.

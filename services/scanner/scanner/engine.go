@@ -1,6 +1,10 @@
 package scanner
 
 import (
+	// The SQLite driver, as the trivy CLI registers it: the RPM analyzer
+	// reads rpmdb.sqlite and the JAR analyzer the Java DB with it.
+	_ "modernc.org/sqlite"
+
 	"bytes"
 	"context"
 	"errors"
@@ -62,22 +66,25 @@ type engine struct {
 	version string
 }
 
-func newEngine(allow *registries.AllowList, c *onceCache) *engine {
+func newEngine(allow *registries.AllowList, c *onceCache, jars bool) *engine {
+	// The analyzers `trivy image --scanners vuln` disables, plus, without
+	// a Java DB, the JAR analyzer: it would fail every image that holds a
+	// JAR.
+	disabled := append([]analyzer.Type{
+		analyzer.TypeApkCommand, analyzer.TypeSecret, analyzer.TypeLicenseFile,
+		analyzer.TypeHistoryDockerfile, analyzer.TypeExecutable, analyzer.TypeRpmArchive,
+	}, analyzer.TypeConfigFiles...)
+	if !jars {
+		disabled = append(disabled, analyzer.TypeJar)
+	}
 	return &engine{
 		allow:   allow,
 		cache:   c,
 		backend: local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(trivydb.Config{})),
 		artOpt: artifact.Option{
-			// The analyzers `trivy image --scanners vuln` disables, plus the
-			// JAR analyzer: it needs the Java DB, which the scanner does not
-			// ship, and would fail every image that holds a JAR.
-			DisabledAnalyzers: append([]analyzer.Type{
-				analyzer.TypeApkCommand, analyzer.TypeSecret, analyzer.TypeLicenseFile,
-				analyzer.TypeHistoryDockerfile, analyzer.TypeExecutable, analyzer.TypeRpmArchive,
-				analyzer.TypeJar,
-			}, analyzer.TypeConfigFiles...),
-			Offline:    true,
-			NoProgress: true,
+			DisabledAnalyzers: disabled,
+			Offline:           true,
+			NoProgress:        true,
 		},
 		scanOpt: types.ScanOptions{
 			PkgTypes:         []string{types.PkgTypeOS, types.PkgTypeLibrary},

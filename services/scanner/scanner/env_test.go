@@ -27,18 +27,28 @@ import (
 	"github.com/customs-dev/customs/pkg/registries"
 	"github.com/customs-dev/customs/pkg/testkit"
 	"github.com/customs-dev/customs/services/scanner/fixtures"
+	"github.com/customs-dev/customs/services/scanner/javadb"
 	"github.com/customs-dev/customs/services/scanner/scanner"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
 
 // env is one test's NATS, registry and published DB.
 type env struct {
-	t        testing.TB
-	conn     *backbone.Conn
-	registry string
-	dbRef    string
-	dbDigest v1.Hash
+	t         testing.TB
+	conn      *backbone.Conn
+	registry  string
+	dbRef     string
+	dbDigest  v1.Hash
+	javaDBRef string
 }
+
+// javaDBCacheDir is the one Java DB directory of this test binary: Trivy's
+// Java DB client is process-wide, so every scanner in it reads the same
+// copy (downloaded once, fresh for three days), and it must outlive each
+// test's own cache directory.
+var javaDBCacheDir = sync.OnceValues(func() (string, error) {
+	return os.MkdirTemp("", "customs-scanner-test-javadb-")
+})
 
 // dbContent guards what the process-wide trivy-db handle holds. Every
 // scanner opens its DB into that one handle, so a test that publishes a DB
@@ -72,6 +82,9 @@ func newEnvLocked(t testing.TB) *env {
 		t.Fatalf("publish DB: %v", err)
 	}
 	e.dbRef, e.dbDigest = ref, digest
+	if e.javaDBRef, err = javadb.Publish(context.Background(), e.registry, javadb.DefaultRepository, nil); err != nil {
+		t.Fatalf("publish Java DB: %v", err)
+	}
 	return e
 }
 
@@ -82,14 +95,24 @@ func (e *env) config(hosts ...string) scanner.ServiceConfig {
 		e.t.Fatal(err)
 	}
 	return scanner.ServiceConfig{
-		AllowList:      al,
-		Concurrency:    2,
-		ScanTimeout:    time.Minute,
-		AckWait:        30 * time.Second,
-		DBRepositories: []string{e.dbRef},
-		CacheDir:       e.t.TempDir(),
-		CacheBackend:   "memory",
+		AllowList:          al,
+		Concurrency:        2,
+		ScanTimeout:        time.Minute,
+		AckWait:            30 * time.Second,
+		DBRepositories:     []string{e.dbRef},
+		JavaDBRepositories: []string{e.javaDBRef},
+		JavaDBCacheDir:     e.javaDBDir(),
+		CacheDir:           e.t.TempDir(),
+		CacheBackend:       "memory",
 	}
+}
+
+func (e *env) javaDBDir() string {
+	dir, err := javaDBCacheDir()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return dir
 }
 
 // start runs a scanner on js until the test ends or stop is called.

@@ -18,7 +18,7 @@ import (
 	"github.com/customs-dev/customs/services/scanner/fixtures"
 )
 
-// fixtureImages builds the three fixture images.
+// fixtureImages builds the fixture images.
 func fixtureImages(t *testing.T) map[string]v1.Image {
 	t.Helper()
 	bin, err := goBinary()
@@ -30,6 +30,7 @@ func fixtureImages(t *testing.T) map[string]v1.Image {
 		"alpine": fixtures.AlpineFiles(),
 		"debian": fixtures.DebianFiles(),
 		"gobin":  fixtures.GoBinaryFiles(bin),
+		"jar":    fixtures.JarFiles(),
 	} {
 		l, err := fixtures.Layer(files...)
 		if err != nil {
@@ -59,6 +60,12 @@ var wantFindings = map[string][]string{
 	},
 	"gobin": {
 		"CVE-2022-32149 golang.org/x/text v0.3.7 0.3.8 SEVERITY_HIGH",
+	},
+	// log4j-core is named by its pom.properties, commons-text only by the
+	// Java DB.
+	"jar": {
+		"CVE-2021-44228 org.apache.logging.log4j:log4j-core 2.14.1 2.15.0, 2.3.1, 2.12.2 SEVERITY_CRITICAL",
+		"CVE-2022-42889 org.apache.commons:commons-text 1.9 1.10.0 SEVERITY_CRITICAL",
 	},
 }
 

@@ -17,6 +17,7 @@ import (
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
 	"github.com/customs-dev/customs/pkg/telemetry"
+	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
 
 // Service is the scanner service.
@@ -57,6 +58,22 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 	if err := db.Start(ctx); err != nil {
 		return nil, err
 	}
+	jars := len(cfg.JavaDBRepositories) > 0
+	if jars {
+		refs, opts, insecureTLS, err := dbReferences(cfg.AllowList, cfg.JavaDBRepositories)
+		if err != nil {
+			return nil, fmt.Errorf("scanner: Java DB repository: %w", err)
+		}
+		if insecureTLS {
+			return nil, errors.New("scanner: the Java DB registry is marked insecure (TLS unverified), which Trivy's Java DB client cannot do: give it a verifiable certificate or plain HTTP")
+		}
+		if err := vulndb.InitJavaDB(cfg.JavaDBCacheDir, refs, opts); err != nil {
+			return nil, fmt.Errorf("scanner: %w (set CUSTOMS_SCANNER_JAVA_DB_REPOSITORY to a reachable mirror, or to none to skip JAR analysis)", err)
+		}
+		log.Info("Java DB ready: JAR, WAR and EAR files are analyzed", "repository", cfg.JavaDBRepositories, "dir", cfg.JavaDBCacheDir)
+	} else {
+		log.Warn("no Java DB repository: JAR, WAR and EAR files are not analyzed")
+	}
 	m, err := newScanMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("scanner: metrics: %w", err)
@@ -72,7 +89,7 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 		pub:     backbone.NewPublisher(js),
 		reports: reports,
 		db:      db,
-		engine:  newEngine(cfg.AllowList, newOnceCache(c)),
+		engine:  newEngine(cfg.AllowList, newOnceCache(c), jars),
 		closeC:  closeC,
 		metrics: m,
 	}

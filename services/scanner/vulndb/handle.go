@@ -5,6 +5,9 @@ import (
 	"sync"
 
 	trivydb "github.com/aquasecurity/trivy/pkg/db"
+	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
+	"github.com/aquasecurity/trivy/pkg/javadb"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // trivy-db keeps one DB handle per process in a package global. Every user
@@ -50,5 +53,20 @@ func openLocked(dir string) error {
 		return fmt.Errorf("open vulnerability DB %s: %w", dir, err)
 	}
 	handle.dir = dir
+	return nil
+}
+
+// InitJavaDB makes the Java DB under cacheDir/java-db the process's Java
+// DB, downloading it from repos first unless the copy there is still
+// fresh (Trivy's own rule: three days). Trivy's Java DB client is a
+// package global too, read by the JAR analyzer during scans, so it is set
+// under the same lock.
+func InitJavaDB(cacheDir string, repos []name.Reference, opts ftypes.RegistryOptions) error {
+	handle.mu.Lock()
+	defer handle.mu.Unlock()
+	javadb.Init(cacheDir, repos, false, true, opts)
+	if err := javadb.Update(); err != nil {
+		return fmt.Errorf("java DB from %v: %w", repos, err)
+	}
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	kind := flag.String("image", "alpine", "fixture to push: alpine, debian, or go (an Alpine root plus a Go binary; needs the go tool)")
+	kind := flag.String("image", "alpine", "fixture to push: alpine, debian, go (an Alpine root plus a Go binary; needs the go tool) or jar (log4j-core 2.14.1 and commons-text 1.9)")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: push-fixture [-image alpine|debian|go] <registry/repository:tag>")
 		flag.PrintDefaults()
@@ -50,8 +50,10 @@ func run(kind, ref string) error {
 		img, err = fixtures.Debian()
 	case "go":
 		img, err = goImage()
+	case "jar":
+		img, err = fixtures.JarImage()
 	default:
-		return fmt.Errorf("unknown fixture %q: want alpine, debian or go", kind)
+		return fmt.Errorf("unknown fixture %q: want alpine, debian, go or jar", kind)
 	}
 	if err != nil {
 		return err
