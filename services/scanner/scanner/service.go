@@ -32,8 +32,10 @@ type Service struct {
 	closeC   func()
 	consumer *backbone.Consumer
 	runCtx   atomic.Pointer[context.Context]
-	scans    atomic.Int64
-	metrics  *scanMetrics
+	// javaDB refreshes the Java DB; nil without one.
+	javaDB  func() error
+	scans   atomic.Int64
+	metrics *scanMetrics
 }
 
 // NewService prepares the layer cache, the DB (downloading it unless
@@ -59,6 +61,7 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 		return nil, err
 	}
 	jars := len(cfg.JavaDBRepositories) > 0
+	var javaDB func() error
 	if jars {
 		refs, opts, insecureTLS, err := dbReferences(cfg.AllowList, cfg.JavaDBRepositories)
 		if err != nil {
@@ -67,7 +70,8 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 		if insecureTLS {
 			return nil, errors.New("scanner: the Java DB registry is marked insecure (TLS unverified), which Trivy's Java DB client cannot do: give it a verifiable certificate or plain HTTP")
 		}
-		if err := vulndb.InitJavaDB(cfg.JavaDBCacheDir, refs, opts); err != nil {
+		javaDB = func() error { return vulndb.InitJavaDB(cfg.JavaDBCacheDir, refs, opts) }
+		if err := javaDB(); err != nil {
 			return nil, fmt.Errorf("scanner: %w (set CUSTOMS_SCANNER_JAVA_DB_REPOSITORY to a reachable mirror, or to none to skip JAR analysis)", err)
 		}
 		log.Info("Java DB ready: JAR, WAR and EAR files are analyzed", "repository", cfg.JavaDBRepositories, "dir", cfg.JavaDBCacheDir)
@@ -92,6 +96,7 @@ func NewService(ctx context.Context, cfg ServiceConfig, js jetstream.JetStream, 
 		engine:  newEngine(cfg.AllowList, newOnceCache(c), jars),
 		closeC:  closeC,
 		metrics: m,
+		javaDB:  javaDB,
 	}
 	s.consumer, err = backbone.NewConsumer(js, backbone.ConsumerConfig{
 		Durable:        Durable,
@@ -123,8 +128,28 @@ func (s *Service) Run(ctx context.Context) error {
 	defer s.closeC()
 	s.runCtx.Store(&ctx)
 	go s.db.Run(ctx, s.cfg.DBUpdateInterval)
+	if s.javaDB != nil && s.cfg.DBUpdateInterval > 0 && !s.cfg.SkipDBUpdate {
+		go s.refreshJavaDB(ctx, s.cfg.DBUpdateInterval)
+	}
 	s.log.Info("scanner running", "concurrency", s.cfg.Concurrency, "registries", s.cfg.AllowList.Hosts(), "db", s.db.Info().Version)
 	return s.consumer.Run(ctx)
+}
+
+// refreshJavaDB checks the Java DB every interval; Trivy's client
+// downloads a new one only when the copy is due (three days).
+func (s *Service) refreshJavaDB(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.javaDB(); err != nil {
+				s.log.Warn("Java DB update failed; keeping the current one", "error", err)
+			}
+		}
+	}
 }
 
 // ScanOnce scans one artifact without the stream: for the benchmark and
