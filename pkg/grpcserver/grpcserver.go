@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the codec wrapped below
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/customs-dev/customs/pkg/lifecycle"
@@ -139,4 +140,29 @@ func streamToken(token string) grpc.StreamServerInterceptor {
 		}
 		return handler(srv, ss)
 	}
+}
+
+// ClientIdentity is the caller's verified client certificate identity
+// under mutual TLS: the subject's common name, else its first DNS or URI
+// name. ok is false when the call has no verified client certificate
+// (plaintext, server-only TLS, or a token).
+func ClientIdentity(ctx context.Context) (id string, ok bool) {
+	p, found := peer.FromContext(ctx)
+	if !found {
+		return "", false
+	}
+	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	if !isTLS || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	cert := info.State.VerifiedChains[0][0]
+	switch {
+	case cert.Subject.CommonName != "":
+		return cert.Subject.CommonName, true
+	case len(cert.DNSNames) > 0:
+		return cert.DNSNames[0], true
+	case len(cert.URIs) > 0:
+		return cert.URIs[0].String(), true
+	}
+	return "", false
 }

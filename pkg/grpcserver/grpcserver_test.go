@@ -172,3 +172,52 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// identityEcho answers every GetArtifact with the caller's identity.
+type identityEcho struct {
+	customsv1.UnimplementedArtifactServiceServer
+}
+
+func (identityEcho) GetArtifact(ctx context.Context, _ *customsv1.GetArtifactRequest) (*customsv1.GetArtifactResponse, error) {
+	id, ok := ClientIdentity(ctx)
+	return nil, status.Errorf(codes.NotFound, "identity=%q ok=%v", id, ok)
+}
+
+func TestClientIdentity(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	cert, key, ca := filepath.Join(p.dir, "server.pem"), filepath.Join(p.dir, "server-key.pem"), filepath.Join(p.dir, "ca.pem")
+	identity := func(cfg Config, creds credentials.TransportCredentials) string {
+		t.Helper()
+		opts, err := cfg.ServerOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer(opts...)
+		customsv1.RegisterArtifactServiceServer(s, identityEcho{})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = s.Serve(ln) }()
+		defer s.Stop()
+		cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cc.Close() }()
+		_, err = customsv1.NewArtifactServiceClient(cc).GetArtifact(context.Background(), &customsv1.GetArtifactRequest{})
+		return status.Convert(err).Message()
+	}
+	trusting := credentials.NewTLS(&tls.Config{RootCAs: p.caPool, MinVersion: tls.VersionTLS12})
+	withCert := credentials.NewTLS(&tls.Config{RootCAs: p.caPool, Certificates: []tls.Certificate{p.clientCert}, MinVersion: tls.VersionTLS12})
+	if got := identity(Config{CertFile: cert, KeyFile: key, ClientCAFile: ca}, withCert); got != `identity="localhost" ok=true` {
+		t.Errorf("mTLS caller: %s", got)
+	}
+	if got := identity(Config{CertFile: cert, KeyFile: key}, trusting); got != `identity="" ok=false` {
+		t.Errorf("server-only TLS caller: %s", got)
+	}
+	if got := identity(Config{}, insecure.NewCredentials()); got != `identity="" ok=false` {
+		t.Errorf("plaintext caller: %s", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/user"
@@ -112,8 +113,23 @@ func runPromotions(ctx context.Context, e *env, args []string) error {
 	return printDeployments(e, all, true)
 }
 
-// actorFlag defaults to the local user, so a manual promotion always says
-// who asked.
+// actorFor is the actor to send. Under mutual TLS the server records the
+// client certificate's identity, so the local user is not sent unless
+// --actor or CUSTOMS_ACTOR names someone explicitly.
+func (e *env) actorFor(fs *flag.FlagSet, actor string) string {
+	if e.certFile == "" || os.Getenv("CUSTOMS_ACTOR") != "" {
+		return actor
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "actor" })
+	if explicit {
+		return actor
+	}
+	return ""
+}
+
+// actorDefault is the local user, so a manual promotion always says who
+// asked.
 func actorDefault() string {
 	if a := os.Getenv("CUSTOMS_ACTOR"); a != "" {
 		return a
@@ -133,7 +149,8 @@ func runPromote(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *envName == "" || *reason == "" || *actor == "" {
+	*actor = e.actorFor(fs, *actor)
+	if *envName == "" || *reason == "" || (*actor == "" && e.certFile == "") {
 		return usageErr{"--env, --reason and --actor are required"}
 	}
 	c, closeConn, err := e.client()
@@ -175,7 +192,8 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *envName == "" || *reason == "" || *actor == "" {
+	*actor = e.actorFor(fs, *actor)
+	if *envName == "" || *reason == "" || (*actor == "" && e.certFile == "") {
 		return usageErr{"--env, --reason and --actor are required"}
 	}
 	c, closeConn, err := e.client()

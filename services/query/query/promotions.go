@@ -142,13 +142,34 @@ func (s *Server) ListPromotions(_ context.Context, req *customsv1.ListPromotions
 	return resp, nil
 }
 
+// callerActor is who a manual promotion or rollback is recorded as. Under
+// mutual TLS it is the client certificate's identity, and a request that
+// names someone else is refused; otherwise it is the actor the request
+// names, which is required.
+func callerActor(ctx context.Context, requested string) (string, error) {
+	if id, ok := grpcserver.ClientIdentity(ctx); ok {
+		if requested != "" && requested != id {
+			return "", status.Errorf(codes.PermissionDenied, "actor %q is not the caller: the client certificate says %q", requested, id)
+		}
+		return id, nil
+	}
+	if requested == "" {
+		return "", status.Error(codes.InvalidArgument, "environment, actor and reason are required")
+	}
+	return requested, nil
+}
+
 // Promote implements ArtifactService.
 func (s *Server) Promote(ctx context.Context, req *customsv1.PromoteRequest) (*customsv1.PromoteResponse, error) {
 	pb, err := s.promotions()
 	if err != nil {
 		return nil, err
 	}
-	if req.GetEnvironment() == "" || req.GetActor() == "" || req.GetReason() == "" {
+	actor, err := callerActor(ctx, req.GetActor())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetEnvironment() == "" || req.GetReason() == "" {
 		return nil, status.Error(codes.InvalidArgument, "environment, actor and reason are required")
 	}
 	var digest string
@@ -169,7 +190,7 @@ func (s *Server) Promote(ctx context.Context, req *customsv1.PromoteRequest) (*c
 	}
 	res, err := pb.command(ctx, &customsv1.PromotionCommand{
 		Kind: customsv1.PromotionCommandKind_PROMOTION_COMMAND_KIND_PROMOTE, Digest: digest,
-		Environment: req.GetEnvironment(), Actor: req.GetActor(), Reason: req.GetReason(),
+		Environment: req.GetEnvironment(), Actor: actor, Reason: req.GetReason(),
 	})
 	if err != nil {
 		return nil, err
@@ -183,7 +204,11 @@ func (s *Server) Rollback(ctx context.Context, req *customsv1.RollbackRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if req.GetEnvironment() == "" || req.GetApplication() == "" || req.GetActor() == "" || req.GetReason() == "" {
+	actor, err := callerActor(ctx, req.GetActor())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetEnvironment() == "" || req.GetApplication() == "" || req.GetReason() == "" {
 		return nil, status.Error(codes.InvalidArgument, "environment, application, actor and reason are required")
 	}
 	if req.GetDigest() != "" {
@@ -193,7 +218,7 @@ func (s *Server) Rollback(ctx context.Context, req *customsv1.RollbackRequest) (
 	}
 	res, err := pb.command(ctx, &customsv1.PromotionCommand{
 		Kind: customsv1.PromotionCommandKind_PROMOTION_COMMAND_KIND_ROLLBACK, Digest: req.GetDigest(),
-		Environment: req.GetEnvironment(), Application: req.GetApplication(), Actor: req.GetActor(), Reason: req.GetReason(),
+		Environment: req.GetEnvironment(), Application: req.GetApplication(), Actor: actor, Reason: req.GetReason(),
 	})
 	if err != nil {
 		return nil, err

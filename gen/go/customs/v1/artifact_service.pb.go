@@ -1949,7 +1949,9 @@ type PromoteRequest struct {
 	//	*PromoteRequest_Reference
 	Selector    isPromoteRequest_Selector `protobuf_oneof:"selector"`
 	Environment string                    `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
-	// Who asks; required.
+	// Who asks; required, unless the caller authenticates with a client
+	// certificate (mutual TLS): its identity is then the actor, and naming
+	// anyone else is refused (PERMISSION_DENIED).
 	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why; required.
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -2118,7 +2120,8 @@ type RollbackRequest struct {
 	// Application (target repository "registry/repo") to roll back.
 	Application string `protobuf:"bytes,2,opt,name=application,proto3" json:"application,omitempty"`
 	// Digest to go back to; empty means the one that ran before the current.
-	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// As in PromoteRequest.
 	Actor         string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
