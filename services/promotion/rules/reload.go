@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/customs-dev/customs/pkg/lifecycle"
 )
 
 // Store holds the current rules and reloads them when the file changes. A
@@ -69,20 +71,13 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 	if s.file == "" {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			changed, err := s.Reload()
-			switch {
-			case err != nil:
-				s.log.Error("rules file not reloaded; keeping the previous rules", "file", s.file, "error", err)
-			case changed:
-				s.log.Info("rules reloaded", "file", s.file, "rules", len(s.Current().Rules))
-			}
+	lifecycle.Every(ctx, interval, func(context.Context) {
+		changed, err := s.Reload()
+		switch {
+		case err != nil:
+			s.log.Error("rules file not reloaded; keeping the previous rules", "file", s.file, "error", err)
+		case changed:
+			s.log.Info("rules reloaded", "file", s.file, "rules", len(s.Current().Rules))
 		}
-	}
+	})
 }

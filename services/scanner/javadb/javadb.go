@@ -7,39 +7,29 @@
 package javadb
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	javadb "github.com/aquasecurity/trivy-java-db/pkg/db"
 	javatypes "github.com/aquasecurity/trivy-java-db/pkg/types"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	// The SQLite driver trivy-java-db opens its DB with, as the trivy CLI
 	// registers it.
 	_ "modernc.org/sqlite"
 
 	"github.com/customs-dev/customs/services/scanner/fixtures"
+	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
 
-// Media types and annotation of a Trivy Java DB artifact, as Trivy's OCI
-// client expects them.
+// Layer media type and title of a Trivy Java DB artifact, as Trivy's OCI
+// client expects them (the config media type is vulndb's).
 const (
-	MediaTypeConfig = "application/vnd.aquasec.trivy.config.v1+json"
-	MediaTypeLayer  = "application/vnd.aquasec.trivy.javadb.layer.v1.tar+gzip"
-	AnnotationTitle = "org.opencontainers.image.title"
-	LayerTitle      = "javadb.tar.gz"
+	MediaTypeLayer = "application/vnd.aquasec.trivy.javadb.layer.v1.tar+gzip"
+	LayerTitle     = "javadb.tar.gz"
 )
 
 // DefaultRepository is where `make run` publishes the project's Java DB in
@@ -104,44 +94,11 @@ func Build(dir string, indexes []Index, updatedAt time.Time) error {
 }
 
 // Archive packs the DB files of dir into the artifact's tar.gz layer.
-func Archive(dir string) ([]byte, error) {
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for _, name := range []string{dbFile, metadataFile} {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("archive java DB: %w", err)
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			return nil, fmt.Errorf("archive java DB: %w", err)
-		}
-		if _, err := io.Copy(tw, bytes.NewReader(data)); err != nil {
-			return nil, fmt.Errorf("archive java DB: %w", err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("archive java DB: %w", err)
-	}
-	if err := gz.Close(); err != nil {
-		return nil, fmt.Errorf("archive java DB: %w", err)
-	}
-	return buf.Bytes(), nil
-}
+func Archive(dir string) ([]byte, error) { return vulndb.ArchiveFiles(dir, dbFile, metadataFile) }
 
 // Image wraps an archive as the OCI artifact.
 func Image(archive []byte) (v1.Image, error) {
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, MediaTypeConfig)
-	img, err := mutate.Append(img, mutate.Addendum{
-		Layer:       static.NewLayer(archive, MediaTypeLayer),
-		Annotations: map[string]string{AnnotationTitle: LayerTitle},
-		MediaType:   MediaTypeLayer,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("java DB artifact: %w", err)
-	}
-	return img, nil
+	return vulndb.ArtifactImage(archive, MediaTypeLayer, LayerTitle)
 }
 
 // Publish builds the DB from indexes (Default() when nil) and pushes it to

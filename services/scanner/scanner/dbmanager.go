@@ -20,6 +20,7 @@ import (
 	xhttp "github.com/aquasecurity/trivy/pkg/x/http"
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/registries"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
@@ -207,19 +208,12 @@ func (m *dbManager) Update(ctx context.Context) (bool, error) {
 
 // Run checks for a new DB every interval until ctx ends.
 func (m *dbManager) Run(ctx context.Context, interval time.Duration) {
-	if m.skip || interval <= 0 {
+	if m.skip {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := m.Update(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				m.log.Warn("vulnerability DB update failed; keeping the current DB", "error", err)
-			}
+	lifecycle.Every(ctx, interval, func(ctx context.Context) {
+		if _, err := m.Update(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Warn("vulnerability DB update failed; keeping the current DB", "error", err)
 		}
-	}
+	})
 }

@@ -16,6 +16,7 @@ import (
 
 	customsv1 "github.com/customs-dev/customs/gen/go/customs/v1"
 	"github.com/customs-dev/customs/pkg/backbone"
+	"github.com/customs-dev/customs/pkg/lifecycle"
 	"github.com/customs-dev/customs/pkg/telemetry"
 	"github.com/customs-dev/customs/services/scanner/vulndb"
 )
@@ -138,18 +139,11 @@ func (s *Service) Run(ctx context.Context) error {
 // refreshJavaDB checks the Java DB every interval; Trivy's client
 // downloads a new one only when the copy is due (three days).
 func (s *Service) refreshJavaDB(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.javaDB(); err != nil {
-				s.log.Warn("Java DB update failed; keeping the current one", "error", err)
-			}
+	lifecycle.Every(ctx, interval, func(context.Context) {
+		if err := s.javaDB(); err != nil {
+			s.log.Warn("Java DB update failed; keeping the current one", "error", err)
 		}
-	}
+	})
 }
 
 // ScanOnce scans one artifact without the stream: for the benchmark and

@@ -33,12 +33,18 @@ const (
 
 // Image wraps a DB archive (see Archive) as an OCI artifact.
 func Image(archive []byte) (v1.Image, error) {
+	return ArtifactImage(archive, MediaTypeLayer, LayerTitle)
+}
+
+// ArtifactImage wraps an archive as a Trivy DB artifact: Trivy's config
+// media type and one layer of layerMediaType, named title.
+func ArtifactImage(archive []byte, layerMediaType, title string) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, MediaTypeConfig)
 	img, err := mutate.Append(img, mutate.Addendum{
-		Layer:       static.NewLayer(archive, MediaTypeLayer),
-		Annotations: map[string]string{AnnotationTitle: LayerTitle},
-		MediaType:   MediaTypeLayer,
+		Layer:       static.NewLayer(archive, types.MediaType(layerMediaType)),
+		Annotations: map[string]string{AnnotationTitle: title},
+		MediaType:   types.MediaType(layerMediaType),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("DB artifact: %w", err)

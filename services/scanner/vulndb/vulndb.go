@@ -203,13 +203,17 @@ func write(path string, a *Advisories) (err error) {
 }
 
 // Archive packs trivy.db and metadata.json from dir into the tar.gz that
-// is the DB artifact's single layer. Entries carry no times, so the same DB
-// gives the same bytes.
-func Archive(dir string) ([]byte, error) {
+// is the DB artifact's single layer.
+func Archive(dir string) ([]byte, error) { return ArchiveFiles(dir, "trivy.db", "metadata.json") }
+
+// ArchiveFiles packs the named files of dir into a tar.gz, the layer of a
+// Trivy DB artifact (the vulnerability DB or the Java DB). Entries carry
+// no times, so the same files give the same bytes.
+func ArchiveFiles(dir string, names ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
-	for _, name := range []string{"trivy.db", "metadata.json"} {
+	for _, name := range names {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return nil, fmt.Errorf("archive DB: %w", err)

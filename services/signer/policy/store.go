@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/customs-dev/customs/pkg/lifecycle"
 )
 
 // Store holds the current policy and reloads it when its file changes.
@@ -73,20 +75,13 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 	if s.path == "" {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			changed, err := s.Reload()
-			switch {
-			case err != nil:
-				s.log.Error("policy reload failed; keeping the previous policy", "error", err, "policy", s.Current().ID())
-			case changed:
-				s.log.Info("policy reloaded", "policy", s.Current().ID())
-			}
+	lifecycle.Every(ctx, interval, func(context.Context) {
+		changed, err := s.Reload()
+		switch {
+		case err != nil:
+			s.log.Error("policy reload failed; keeping the previous policy", "error", err, "policy", s.Current().ID())
+		case changed:
+			s.log.Info("policy reloaded", "policy", s.Current().ID())
 		}
-	}
+	})
 }
