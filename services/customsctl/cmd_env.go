@@ -113,19 +113,22 @@ func runPromotions(ctx context.Context, e *env, args []string) error {
 	return printDeployments(e, all, true)
 }
 
-// actorFor is the actor to send. Under mutual TLS the server records the
+// commandActor checks the flags every promote and rollback needs and
+// returns the actor to send. Under mutual TLS the server records the
 // client certificate's identity, so the local user is not sent unless
 // --actor or CUSTOMS_ACTOR names someone explicitly.
-func (e *env) actorFor(fs *flag.FlagSet, actor string) string {
-	if e.certFile == "" || os.Getenv("CUSTOMS_ACTOR") != "" {
-		return actor
+func (e *env) commandActor(fs *flag.FlagSet, envName, reason, actor string) (string, error) {
+	if e.certFile != "" && os.Getenv("CUSTOMS_ACTOR") == "" {
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "actor" })
+		if !explicit {
+			actor = ""
+		}
 	}
-	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "actor" })
-	if explicit {
-		return actor
+	if envName == "" || reason == "" || (actor == "" && e.certFile == "") {
+		return "", usageErr{"--env, --reason and --actor are required"}
 	}
-	return ""
+	return actor, nil
 }
 
 // actorDefault is the local user, so a manual promotion always says who
@@ -149,9 +152,8 @@ func runPromote(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	*actor = e.actorFor(fs, *actor)
-	if *envName == "" || *reason == "" || (*actor == "" && e.certFile == "") {
-		return usageErr{"--env, --reason and --actor are required"}
+	if *actor, err = e.commandActor(fs, *envName, *reason, *actor); err != nil {
+		return err
 	}
 	c, closeConn, err := e.client()
 	if err != nil {
@@ -192,9 +194,8 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	*actor = e.actorFor(fs, *actor)
-	if *envName == "" || *reason == "" || (*actor == "" && e.certFile == "") {
-		return usageErr{"--env, --reason and --actor are required"}
+	if *actor, err = e.commandActor(fs, *envName, *reason, *actor); err != nil {
+		return err
 	}
 	c, closeConn, err := e.client()
 	if err != nil {

@@ -111,14 +111,9 @@ func (s *Server) ListPromotions(_ context.Context, req *customsv1.ListPromotions
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	if req.GetDigest() != "" {
 		if err := artifactref.ValidateDigest(req.GetDigest()); err != nil {

@@ -82,16 +82,23 @@ const (
 	maxPageSize     = 500
 )
 
+// pageSize is a request's page size: 0 means defaultPageSize, and more
+// than maxPageSize is cut to it.
+func pageSize(requested int32) (int, error) {
+	switch {
+	case requested < 0:
+		return 0, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	case requested == 0:
+		return defaultPageSize, nil
+	}
+	return min(int(requested), maxPageSize), nil
+}
+
 // ListArtifacts implements ArtifactService.
 func (s *Server) ListArtifacts(_ context.Context, req *customsv1.ListArtifactsRequest) (*customsv1.ListArtifactsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	if req.GetRepository() != "" {
 		if err := artifactref.ValidateRepository(req.GetRepository()); err != nil {
